@@ -1,0 +1,158 @@
+"""The composition root: the only place that wires concrete parts together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import httpx
+from anyio.abc import TaskStatus
+from fastmcp import FastMCP
+
+from alerts import AlertDispatcher, AlertTarget, Notifier, is_valid_apprise_url
+from mcp_server import ResourceNotifier, ResourceSubscriptions, ResponseCache, build_server
+from store import ConfigError, Store
+from watcher import Clock, GrowthBookSource, Source, Supervisor, SystemClock
+
+from .config import Settings
+from .serving import serve_asgi
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Every long-lived part of a running expwatch, wired together."""
+
+    settings: Settings
+    store: Store
+    supervisor: Supervisor
+    dispatcher: AlertDispatcher
+    cache: ResponseCache
+    mcp: FastMCP
+    subscriptions: ResourceSubscriptions
+    notifier: ResourceNotifier
+
+    async def run_once(self) -> None:
+        """One poll cycle, then deliver the alerts it raised."""
+        await self.dispatcher.start_cursors()
+        report = await self.supervisor.poll_once()
+        logger.info(
+            "polled %d experiments: %d new snapshots, %d events, %d errors",
+            report.experiments,
+            report.new_snapshots,
+            len(report.events),
+            len(report.errors),
+        )
+        await self.dispatcher.deliver_pending()
+
+    async def run(
+        self,
+        *,
+        watch: bool = True,
+        mcp_http: tuple[str, int] | None = None,
+        task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until cancelled: the MCP side always, the watcher and alerts if `watch`,
+        and an MCP endpoint over streamable HTTP if `mcp_http` is given. Reports the
+        HTTP port (or None) when everything has started."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.subscriptions.run)
+            await tg.start(self.notifier.run)
+            if watch:
+                await tg.start(self.dispatcher.run)
+                await tg.start(self.supervisor.run)
+            port = None
+            if mcp_http is not None:
+                host, wanted = mcp_http
+                port = await tg.start(
+                    lambda task_status: serve_asgi(
+                        self.mcp.http_app(), host=host, port=wanted, task_status=task_status
+                    )
+                )
+                logger.info("MCP endpoint at http://%s:%d/mcp", host, port)
+            task_status.started(port)
+
+
+def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]:
+    return [
+        GrowthBookSource(
+            name=name,
+            base_url=s.base_url,
+            api_key=s.api_key.get_secret_value(),
+            client=client,
+            status=s.status,
+            project=s.project,
+            ui_url=s.ui_url,
+        )
+        for name, s in settings.sources.items()
+    ]
+
+
+def alert_targets(settings: Settings) -> list[AlertTarget]:
+    targets = []
+    for name, target in settings.alerts.targets.items():
+        url = target.url.get_secret_value()
+        if not is_valid_apprise_url(url):
+            raise ConfigError(
+                f"alerts.targets.{name}.url is not a URL Apprise understands "
+                f"(in {settings.config_path or 'the environment'})",
+                path=str(settings.config_path) if settings.config_path else None,
+                key=f"alerts.targets.{name}.url",
+            )
+        targets.append(AlertTarget(name=name, url=url))
+    return targets
+
+
+@asynccontextmanager
+async def open_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    notifier: Notifier | None = None,
+) -> AsyncIterator[App]:
+    """Open the store and HTTP client and build every part; close them on exit."""
+    clock = clock or SystemClock()
+    targets = alert_targets(settings)
+    store = await Store.open(settings.database_url(), clock=clock.now)
+    try:
+        timeout = max((s.request_timeout_seconds for s in settings.sources.values()), default=30)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+            cache = ResponseCache(ttl_seconds=settings.mcp.cache_ttl_seconds)
+            mcp = build_server(store, cache=cache)
+            subscriptions = ResourceSubscriptions()
+            subscriptions.install(mcp)
+            yield App(
+                settings=settings,
+                store=store,
+                supervisor=Supervisor(
+                    store,
+                    build_sources(settings, client),
+                    clock=clock,
+                    poll_interval_seconds=settings.watcher.poll_interval_seconds,
+                    poll_timeout_seconds=settings.watcher.poll_timeout_seconds,
+                    srm_threshold=settings.watcher.srm_threshold,
+                ),
+                dispatcher=AlertDispatcher(
+                    store,
+                    targets,
+                    notifier=notifier,
+                    poll_interval_seconds=settings.alerts.poll_interval_seconds,
+                ),
+                cache=cache,
+                mcp=mcp,
+                subscriptions=subscriptions,
+                notifier=ResourceNotifier(
+                    store,
+                    cache=cache,
+                    publish=subscriptions.publish,
+                    poll_interval_seconds=settings.mcp.event_poll_interval_seconds,
+                ),
+            )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()

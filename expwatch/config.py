@@ -1,0 +1,186 @@
+"""Settings: a TOML file plus EXPWATCH_… environment overrides, validated with pydantic.
+
+Every mistake becomes one ConfigError that names the key and the file. Secrets (API keys,
+alert URLs) are SecretStr: they print as '**********'.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from store import ConfigError
+
+ENV_PREFIX = "EXPWATCH_"
+CONFIG_ENV = "EXPWATCH_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    path: Path = Field(
+        default=Path("expwatch.db"),
+        description="SQLite file; a relative path is relative to the config file",
+    )
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL; overrides `path` (e.g. PostgreSQL)"
+    )
+
+
+class WatcherSettings(_Section):
+    poll_interval_seconds: float = Field(default=300.0, gt=0)
+    poll_timeout_seconds: float = Field(default=60.0, gt=0)
+    srm_threshold: float = Field(default=0.001, gt=0, lt=1)
+
+
+class GrowthBookSourceSettings(_Section):
+    kind: Literal["growthbook"] = "growthbook"
+    base_url: str = Field(default="https://api.growthbook.io", pattern=r"^https?://\S+$")
+    api_key: SecretStr
+    status: str | None = "running"
+    project: str | None = None
+    ui_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class AlertTargetSettings(_Section):
+    url: SecretStr
+
+
+class AlertSettings(_Section):
+    targets: dict[str, AlertTargetSettings] = {}
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class McpSettings(_Section):
+    cache_ttl_seconds: float = Field(default=300.0, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    event_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    store: StoreSettings = StoreSettings()
+    watcher: WatcherSettings = WatcherSettings()
+    sources: dict[str, GrowthBookSourceSettings] = {}
+    alerts: AlertSettings = AlertSettings()
+    mcp: McpSettings = McpSettings()
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, whose contents arrive as init arguments.
+        return (env_settings, init_settings)
+
+    def database_url(self) -> str:
+        if self.store.url:
+            return self.store.url
+        path = self.store.path
+        if not path.is_absolute() and self.config_path is not None:
+            path = self.config_path.parent / path
+        return f"sqlite+aiosqlite:///{path}"
+
+
+def load_config(path: Path | str | None = None) -> Settings:
+    """Load settings from `path` (or $EXPWATCH_CONFIG) and the environment.
+
+    With neither, the defaults and the environment alone apply.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    data: dict[str, Any] = {}
+    where = "environment"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        data = _read_toml(path)
+        data["config_path"] = path.resolve()
+    elif any(k.startswith(ENV_PREFIX) for k in os.environ):
+        where = "environment (EXPWATCH_…)"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise _config_error(exc, where) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist (copy config.example.toml to start)",
+            path=str(path),
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config path {path} is a directory, not a file", path=str(path)
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"config file {path} cannot be read (permission denied)", path=str(path)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", path=str(path)) from None
+
+
+def _config_error(exc: ValidationError, where: str) -> ConfigError:
+    problems = []
+    first_key = None
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        first_key = first_key or key
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key{_suggest(error['loc'])}")
+        elif error["type"] == "missing":
+            problems.append(f"{key}: required key is missing")
+        else:
+            # The input value is left out on purpose: it may be a secret.
+            problems.append(f"{key}: {error['msg']}")
+    listing = "\n  ".join(problems)
+    return ConfigError(f"invalid configuration in {where}:\n  {listing}", path=where, key=first_key)
+
+
+def _suggest(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif str(part) not in model.model_fields:
+            # inside a dict of named sections (sources.NAME, alerts.targets.NAME)
+            continue
+        else:
+            args = getattr(annotation, "__args__", ())
+            nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not nested:
+                return ""
+            model = nested[-1]
+    known = [k for k in model.model_fields if k != "config_path"]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"

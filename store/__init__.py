@@ -1,0 +1,58 @@
+"""The store: domain records, their persistence and the durable event log."""
+
+from .database import Database, sqlite_url
+from .errors import (
+    ConfigError,
+    DeliveryError,
+    ExpwatchError,
+    PayloadError,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+    StoreError,
+    UnknownExperiment,
+)
+from .records import (
+    Event,
+    EventKind,
+    Experiment,
+    MetricPoint,
+    MetricResult,
+    MetricRole,
+    PollOutcome,
+    Snapshot,
+    StoredSnapshot,
+    Variation,
+    VariationResult,
+    Verdict,
+)
+from .store import Detector, Store, utc_now
+
+__all__ = [
+    "ConfigError",
+    "Database",
+    "DeliveryError",
+    "Detector",
+    "Event",
+    "EventKind",
+    "Experiment",
+    "ExpwatchError",
+    "MetricPoint",
+    "MetricResult",
+    "MetricRole",
+    "PayloadError",
+    "PollOutcome",
+    "Snapshot",
+    "SourceError",
+    "SourceRejected",
+    "SourceUnavailable",
+    "Store",
+    "StoreError",
+    "StoredSnapshot",
+    "UnknownExperiment",
+    "Variation",
+    "VariationResult",
+    "Verdict",
+    "sqlite_url",
+    "utc_now",
+]

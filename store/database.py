@@ -1,0 +1,90 @@
+"""Engines and transactions: one writer connection with BEGIN IMMEDIATE, readers beside it.
+
+SQLite runs in WAL mode so readers never block the writer; writes take the lock up front
+(BEGIN IMMEDIATE) so two writers queue on busy_timeout instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .errors import StoreError
+from .schema import metadata
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of an SQLite file."""
+    return f"sqlite+aiosqlite:///{Path(path)}"
+
+
+def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+
+class Database:
+    """A writer engine (one connection) and a reader engine over the same database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._writer = create_async_engine(url, pool_size=1, max_overflow=0)
+            self._reader = create_async_engine(url, pool_size=4, max_overflow=4)
+            _configure_sqlite(self._writer, begin="BEGIN IMMEDIATE")
+            _configure_sqlite(self._reader, begin="BEGIN")
+        else:
+            self._writer = create_async_engine(url, pool_size=2)
+            self._reader = self._writer
+
+    async def create_schema(self) -> None:
+        """Create missing tables. (Versioned migrations arrive with the store issue.)"""
+        async with self.write() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed on exit, rolled back on error."""
+        try:
+            async with self._writer.begin() as conn:
+                yield conn
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StoreError(f"database write failed ({self._where()}): {exc}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction that never blocks the writer."""
+        try:
+            async with self._reader.connect() as conn:
+                yield conn
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StoreError(f"database read failed ({self._where()}): {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+    def _where(self) -> str:
+        return self.url.split("///", 1)[-1] if self.is_sqlite else self.url.split("@")[-1]

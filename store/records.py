@@ -1,0 +1,172 @@
+"""Domain records: what an experiment, a result snapshot and an event are.
+
+These are plain, immutable pydantic models. The watcher builds them from platform
+payloads, the store persists them, and alerts and the MCP server read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Verdict(StrEnum):
+    """What a result says about one variation against the baseline for one metric."""
+
+    BASELINE = "baseline"
+    INCONCLUSIVE = "inconclusive"
+    WON = "won"
+    LOST = "lost"
+
+    @property
+    def is_significant(self) -> bool:
+        return self in (Verdict.WON, Verdict.LOST)
+
+
+class MetricRole(StrEnum):
+    GOAL = "goal"
+    SECONDARY = "secondary"
+    GUARDRAIL = "guardrail"
+
+
+class EventKind(StrEnum):
+    """Kinds of event in the log. Later issues add more; the names are stable."""
+
+    SIGNIFICANCE_CHANGED = "significance_changed"
+    SRM_DETECTED = "srm_detected"
+    SRM_CLEARED = "srm_cleared"
+    STATUS_CHANGED = "status_changed"
+    SOURCE_ERROR = "source_error"
+    SOURCE_RECOVERED = "source_recovered"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Variation(_Record):
+    variation_id: str
+    name: str
+    weight: float | None = None
+    """Expected share of traffic in the current phase (None when unknown)."""
+
+
+class Experiment(_Record):
+    """An experiment as last listed by its source."""
+
+    source: str
+    experiment_id: str
+    name: str
+    status: str
+    project: str = ""
+    phase: str = ""
+    variations: tuple[Variation, ...] = ()
+    upstream_updated_at: datetime | None = None
+    url: str | None = None
+
+
+class VariationResult(_Record):
+    """One variation's numbers for one metric, as the platform reported them."""
+
+    variation_id: str
+    variation_name: str = ""
+    users: float = 0.0
+    numerator: float | None = None
+    denominator: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    relative_change: float | None = None
+    """Relative lift against the baseline, as a fraction (0.05 = +5 %)."""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    chance_to_win: float | None = None
+    platform_verdict: Verdict = Verdict.INCONCLUSIVE
+
+
+class MetricResult(_Record):
+    metric_id: str
+    metric_name: str = ""
+    role: MetricRole = MetricRole.GOAL
+    variations: tuple[VariationResult, ...] = ()
+
+    def variation(self, variation_id: str) -> VariationResult | None:
+        return next((v for v in self.variations if v.variation_id == variation_id), None)
+
+
+class Snapshot(_Record):
+    """The results of one experiment at one moment (its overall, undimensioned row)."""
+
+    source: str
+    experiment_id: str
+    upstream_snapshot_id: str | None = None
+    upstream_updated_at: datetime | None = None
+    phase: str = ""
+    engine: str = ""
+    total_users: float = 0.0
+    srm_p_value: float | None = None
+    metrics: tuple[MetricResult, ...] = ()
+
+    def metric(self, metric_id: str) -> MetricResult | None:
+        return next((m for m in self.metrics if m.metric_id == metric_id), None)
+
+    def content_hash(self) -> str:
+        """A digest of the results themselves; equal digests mean nothing changed."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, allow_nan=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Event(_Record):
+    """One entry of the append-only event log. `id` is None until the store assigns it."""
+
+    id: int | None = None
+    kind: EventKind
+    source: str
+    experiment_id: str | None = None
+    metric_id: str | None = None
+    variation_id: str | None = None
+    before: Any = None
+    after: Any = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+    """When the change happened upstream (or was observed, when the platform does not say)."""
+    recorded_at: datetime | None = None
+
+
+class StoredSnapshot(_Record):
+    """A snapshot as the store keeps it: with its id and when it was fetched."""
+
+    id: int
+    fetched_at: datetime
+    last_checked_at: datetime
+    content_hash: str
+    snapshot: Snapshot
+
+
+class PollOutcome(_Record):
+    """What recording one poll did."""
+
+    snapshot_id: int | None
+    is_new_snapshot: bool
+    events: tuple[Event, ...] = ()
+
+
+class MetricPoint(_Record):
+    """One point of a metric's trajectory for one variation."""
+
+    snapshot_id: int
+    fetched_at: datetime
+    upstream_updated_at: datetime | None
+    users: float
+    mean: float | None
+    relative_change: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    chance_to_win: float | None
+    platform_verdict: Verdict

@@ -1,0 +1,125 @@
+"""Tables, written once for SQLite and PostgreSQL alike (Core, not ORM: the hot paths are
+bulk inserts and narrow selects)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite would drop the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Key = BigInteger().with_variant(Integer(), "sqlite")
+Json: Any = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData()
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("experiment_id", String(200), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("status", String(50), nullable=False),
+    Column("record", Json, nullable=False),
+    Column("upstream_updated_at", UTCDateTime()),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_checked_at", UTCDateTime()),
+    Column("latest_snapshot_id", Key),
+    UniqueConstraint("source", "experiment_id"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("experiment_pk", Key, ForeignKey("experiments.id"), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("fetched_at", UTCDateTime(), nullable=False),
+    Column("upstream_updated_at", UTCDateTime()),
+    Column("phase", String(50), nullable=False),
+    Column("record", Json, nullable=False),
+    Index("ix_snapshots_experiment", "experiment_pk", "id"),
+)
+
+metric_results = Table(
+    "metric_results",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("snapshot_id", Key, ForeignKey("snapshots.id"), nullable=False),
+    Column("experiment_pk", Key, ForeignKey("experiments.id"), nullable=False),
+    Column("metric_id", String(200), nullable=False),
+    Column("variation_id", String(200), nullable=False),
+    Column("fetched_at", UTCDateTime(), nullable=False),
+    Column("upstream_updated_at", UTCDateTime()),
+    Column("users", Float, nullable=False),
+    Column("mean", Float),
+    Column("relative_change", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("p_value", Float),
+    Column("chance_to_win", Float),
+    Column("platform_verdict", String(20), nullable=False),
+    Index("ix_metric_results_series", "experiment_pk", "metric_id", "variation_id", "snapshot_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("kind", String(50), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("experiment_id", String(200)),
+    Column("metric_id", String(200)),
+    Column("variation_id", String(200)),
+    Column("before", Json),
+    Column("after", Json),
+    Column("details", Json, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index("ix_events_experiment", "experiment_id", "id"),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("consumer", String(200), primary_key=True),
+    Column("position", Key, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,380 @@
+"""The system of record: experiments, deduplicated snapshots, metric rows and the event log."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import schema
+from .database import Database
+from .errors import UnknownExperiment
+from .records import (
+    Event,
+    Experiment,
+    MetricPoint,
+    PollOutcome,
+    Snapshot,
+    StoredSnapshot,
+    Verdict,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Detector(Protocol):
+    """Derives events from what changed. Called inside the write transaction of a poll."""
+
+    def __call__(
+        self,
+        *,
+        before: Experiment | None,
+        after: Experiment,
+        previous: Snapshot | None,
+        current: Snapshot | None,
+    ) -> Sequence[Event]: ...
+
+
+class Store:
+    """Reads and writes the expwatch database.
+
+    Every poll outcome is one transaction (experiment, snapshot, metric rows, events), so a
+    crash leaves all of it or none of it. Consumers tail the event log by id with
+    `events_after` and `wait_for_events`.
+    """
+
+    def __init__(self, database: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.database = database
+        self._clock = clock
+        self._events_committed = anyio.Event()
+
+    @classmethod
+    async def open(cls, url: str, *, clock: Callable[[], datetime] = utc_now) -> Store:
+        """Open (and create, if new) the database at `url`."""
+        database = Database(url)
+        await database.create_schema()
+        return cls(database, clock=clock)
+
+    async def aclose(self) -> None:
+        await self.database.aclose()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def record_poll(
+        self,
+        experiment: Experiment,
+        snapshot: Snapshot | None,
+        *,
+        detect: Detector,
+    ) -> PollOutcome:
+        """Record what one poll saw, in one transaction.
+
+        An unchanged snapshot (same content hash as the latest) writes no snapshot, only the
+        time it was checked. Events come from `detect`, which sees the previous experiment
+        and snapshot beside the new ones, and are committed with them.
+        """
+        now = self._clock()
+        async with self.database.write() as conn:
+            row = await _experiment_row(conn, experiment.source, experiment.experiment_id)
+            before = Experiment.model_validate(row["record"]) if row else None
+            if row is None:
+                experiment_pk = await _insert_experiment(conn, experiment, now)
+                latest_id = None
+            else:
+                experiment_pk = row["id"]
+                latest_id = row["latest_snapshot_id"]
+            previous = await _snapshot_record(conn, latest_id)
+            current_hash = snapshot.content_hash() if snapshot else None
+            is_new = snapshot is not None and (
+                previous is None or current_hash != previous.content_hash
+            )
+            snapshot_id = latest_id
+            if is_new:
+                assert snapshot is not None and current_hash is not None
+                snapshot_id = await _insert_snapshot(
+                    conn, experiment_pk, snapshot, current_hash, now
+                )
+            events: Sequence[Event] = ()
+            if is_new or before != experiment:
+                events = detect(
+                    before=before,
+                    after=experiment,
+                    previous=previous.snapshot if previous else None,
+                    current=snapshot if is_new else (previous.snapshot if previous else None),
+                )
+            await conn.execute(
+                update(schema.experiments)
+                .where(schema.experiments.c.id == experiment_pk)
+                .values(
+                    name=experiment.name,
+                    status=experiment.status,
+                    record=experiment.model_dump(mode="json"),
+                    upstream_updated_at=experiment.upstream_updated_at,
+                    last_checked_at=now,
+                    latest_snapshot_id=snapshot_id,
+                )
+            )
+            stored_events = await _insert_events(conn, events, now)
+        self._signal(stored_events)
+        return PollOutcome(
+            snapshot_id=snapshot_id, is_new_snapshot=is_new, events=tuple(stored_events)
+        )
+
+    async def record_events(self, events: Sequence[Event]) -> list[Event]:
+        """Append events that belong to no snapshot (source errors, recoveries)."""
+        async with self.database.write() as conn:
+            stored = await _insert_events(conn, events, self._clock())
+        self._signal(stored)
+        return stored
+
+    async def save_cursor(self, consumer: str, position: int) -> None:
+        """Remember how far `consumer` has processed the event log."""
+        now = self._clock()
+        async with self.database.write() as conn:
+            changed = await conn.execute(
+                update(schema.cursors)
+                .where(schema.cursors.c.consumer == consumer)
+                .values(position=position, updated_at=now)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(
+                    insert(schema.cursors).values(
+                        consumer=consumer, position=position, updated_at=now
+                    )
+                )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def cursor(self, consumer: str) -> int | None:
+        """Where `consumer` stopped in the event log, or None if it never started."""
+        async with self.database.read() as conn:
+            position = await conn.scalar(
+                select(schema.cursors.c.position).where(schema.cursors.c.consumer == consumer)
+            )
+        return None if position is None else int(position)
+
+    async def experiments(self) -> list[Experiment]:
+        """Every experiment the store has seen, ordered by source and id."""
+        async with self.database.read() as conn:
+            rows = await conn.execute(
+                select(schema.experiments.c.record).order_by(
+                    schema.experiments.c.source, schema.experiments.c.experiment_id
+                )
+            )
+            return [Experiment.model_validate(r.record) for r in rows]
+
+    async def experiment(self, experiment_id: str) -> Experiment:
+        """The experiment with this id; UnknownExperiment lists the closest known ids."""
+        async with self.database.read() as conn:
+            row = await _experiment_row(conn, None, experiment_id)
+        if row is None:
+            raise await self._unknown(experiment_id)
+        return Experiment.model_validate(row["record"])
+
+    async def latest_snapshot(self, experiment_id: str) -> StoredSnapshot | None:
+        """The newest snapshot of the experiment, or None before its first results."""
+        async with self.database.read() as conn:
+            row = await _experiment_row(conn, None, experiment_id)
+            if row is None:
+                raise await self._unknown(experiment_id)
+            stored = await _snapshot_record(conn, row["latest_snapshot_id"])
+            if stored is None:
+                return None
+            return stored.model_copy(update={"last_checked_at": row["last_checked_at"]})
+
+    async def snapshot_count(self, experiment_id: str | None = None) -> int:
+        query = select(func.count()).select_from(schema.snapshots)
+        if experiment_id is not None:
+            query = query.join(schema.experiments).where(
+                schema.experiments.c.experiment_id == experiment_id
+            )
+        async with self.database.read() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def metric_history(
+        self, experiment_id: str, metric_id: str, variation_id: str
+    ) -> list[MetricPoint]:
+        """The trajectory of one metric for one variation, oldest first."""
+        m = schema.metric_results
+        async with self.database.read() as conn:
+            row = await _experiment_row(conn, None, experiment_id)
+            if row is None:
+                raise await self._unknown(experiment_id)
+            rows = await conn.execute(
+                select(m)
+                .where(
+                    m.c.experiment_pk == row["id"],
+                    m.c.metric_id == metric_id,
+                    m.c.variation_id == variation_id,
+                )
+                .order_by(m.c.snapshot_id)
+            )
+            return [
+                MetricPoint(
+                    snapshot_id=r.snapshot_id,
+                    fetched_at=r.fetched_at,
+                    upstream_updated_at=r.upstream_updated_at,
+                    users=r.users,
+                    mean=r.mean,
+                    relative_change=r.relative_change,
+                    ci_low=r.ci_low,
+                    ci_high=r.ci_high,
+                    p_value=r.p_value,
+                    chance_to_win=r.chance_to_win,
+                    platform_verdict=Verdict(r.platform_verdict),
+                )
+                for r in rows
+            ]
+
+    async def events_after(
+        self, cursor: int, *, limit: int = 100, experiment_id: str | None = None
+    ) -> list[Event]:
+        """Events with an id greater than `cursor`, oldest first."""
+        e = schema.events
+        query = select(e).where(e.c.id > cursor).order_by(e.c.id).limit(limit)
+        if experiment_id is not None:
+            query = query.where(e.c.experiment_id == experiment_id)
+        async with self.database.read() as conn:
+            rows = await conn.execute(query)
+            return [_event_from_row(r._mapping) for r in rows]
+
+    async def last_event_id(self) -> int:
+        async with self.database.read() as conn:
+            return int(await conn.scalar(select(func.max(schema.events.c.id))) or 0)
+
+    async def wait_for_events(self, after: int, *, poll_interval_seconds: float = 1.0) -> None:
+        """Return once the log holds an event with an id greater than `after`.
+
+        Commits made through this Store wake the waiter at once; commits by other
+        processes are seen by re-reading every `poll_interval_seconds`.
+        """
+        while True:
+            committed = self._events_committed
+            if await self.last_event_id() > after:
+                return
+            with anyio.move_on_after(poll_interval_seconds):
+                await committed.wait()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _signal(self, stored: Sequence[Event]) -> None:
+        if stored:
+            self._events_committed.set()
+            self._events_committed = anyio.Event()
+
+    async def _unknown(self, experiment_id: str) -> UnknownExperiment:
+        async with self.database.read() as conn:
+            known = list(await conn.scalars(select(schema.experiments.c.experiment_id)))
+        return UnknownExperiment(
+            experiment_id, suggestions=difflib.get_close_matches(experiment_id, known, n=3)
+        )
+
+
+async def _experiment_row(
+    conn: AsyncConnection, source: str | None, experiment_id: str
+) -> RowMapping | None:
+    x = schema.experiments
+    query = select(x).where(x.c.experiment_id == experiment_id)
+    if source is not None:
+        query = query.where(x.c.source == source)
+    result = await conn.execute(query.order_by(x.c.id).limit(1))
+    return result.mappings().first()
+
+
+async def _insert_experiment(conn: AsyncConnection, experiment: Experiment, now: datetime) -> int:
+    result = await conn.execute(
+        insert(schema.experiments)
+        .values(
+            source=experiment.source,
+            experiment_id=experiment.experiment_id,
+            name=experiment.name,
+            status=experiment.status,
+            record=experiment.model_dump(mode="json"),
+            upstream_updated_at=experiment.upstream_updated_at,
+            first_seen_at=now,
+        )
+        .returning(schema.experiments.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def _snapshot_record(conn: AsyncConnection, snapshot_id: int | None) -> StoredSnapshot | None:
+    if snapshot_id is None:
+        return None
+    s = schema.snapshots
+    row = (await conn.execute(select(s).where(s.c.id == snapshot_id))).mappings().one()
+    return StoredSnapshot(
+        id=row["id"],
+        fetched_at=row["fetched_at"],
+        last_checked_at=row["fetched_at"],
+        content_hash=row["content_hash"],
+        snapshot=Snapshot.model_validate(row["record"]),
+    )
+
+
+async def _insert_snapshot(
+    conn: AsyncConnection, experiment_pk: int, snapshot: Snapshot, digest: str, now: datetime
+) -> int:
+    result = await conn.execute(
+        insert(schema.snapshots)
+        .values(
+            experiment_pk=experiment_pk,
+            content_hash=digest,
+            fetched_at=now,
+            upstream_updated_at=snapshot.upstream_updated_at,
+            phase=snapshot.phase,
+            record=snapshot.model_dump(mode="json"),
+        )
+        .returning(schema.snapshots.c.id)
+    )
+    snapshot_id = int(result.scalar_one())
+    rows: list[dict[str, Any]] = [
+        {
+            "snapshot_id": snapshot_id,
+            "experiment_pk": experiment_pk,
+            "metric_id": metric.metric_id,
+            "variation_id": v.variation_id,
+            "fetched_at": now,
+            "upstream_updated_at": snapshot.upstream_updated_at,
+            "users": v.users,
+            "mean": v.mean,
+            "relative_change": v.relative_change,
+            "ci_low": v.ci_low,
+            "ci_high": v.ci_high,
+            "p_value": v.p_value,
+            "chance_to_win": v.chance_to_win,
+            "platform_verdict": v.platform_verdict.value,
+        }
+        for metric in snapshot.metrics
+        for v in metric.variations
+    ]
+    if rows:
+        await conn.execute(insert(schema.metric_results), rows)
+    return snapshot_id
+
+
+async def _insert_events(
+    conn: AsyncConnection, events: Sequence[Event], now: datetime
+) -> list[Event]:
+    stored = []
+    for event in events:
+        values = event.model_dump(mode="json", exclude={"id", "recorded_at"})
+        values["occurred_at"] = event.occurred_at
+        values["recorded_at"] = now
+        result = await conn.execute(
+            insert(schema.events).values(**values).returning(schema.events.c.id)
+        )
+        stored.append(event.model_copy(update={"id": int(result.scalar_one()), "recorded_at": now}))
+    return stored
+
+
+def _event_from_row(row: RowMapping) -> Event:
+    return Event.model_validate(dict(row))

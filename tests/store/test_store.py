@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from store import (
+    Event,
+    EventKind,
+    Experiment,
+    MetricResult,
+    Snapshot,
+    Store,
+    StoreError,
+    UnknownExperiment,
+    Variation,
+    VariationResult,
+    Verdict,
+    sqlite_url,
+)
+
+pytestmark = pytest.mark.anyio
+
+WHEN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+EXPERIMENT = Experiment(
+    source="gb",
+    experiment_id="exp_checkout",
+    name="Checkout",
+    status="running",
+    variations=(Variation(variation_id="v0", name="Control"), Variation(variation_id="v1", name="B")),
+)
+
+
+def snapshot(users: float, chance: float) -> Snapshot:
+    verdict = Verdict.WON if chance > 0.95 else Verdict.INCONCLUSIVE
+    return Snapshot(
+        source="gb",
+        experiment_id="exp_checkout",
+        upstream_updated_at=WHEN,
+        engine="bayesian",
+        total_users=2 * users,
+        srm_p_value=0.5,
+        metrics=(
+            MetricResult(
+                metric_id="met_conv",
+                metric_name="Conversion",
+                variations=(
+                    VariationResult(
+                        variation_id="v0", users=users, platform_verdict=Verdict.BASELINE
+                    ),
+                    VariationResult(
+                        variation_id="v1",
+                        users=users,
+                        relative_change=0.1,
+                        chance_to_win=chance,
+                        platform_verdict=verdict,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def note(kind: EventKind = EventKind.STATUS_CHANGED) -> Event:
+    return Event(kind=kind, source="gb", experiment_id="exp_checkout", occurred_at=WHEN)
+
+
+class RecordingDetector:
+    def __init__(self, events_per_call: int = 1) -> None:
+        self.calls: list[tuple[Snapshot | None, Snapshot | None]] = []
+        self.events_per_call = events_per_call
+
+    def __call__(
+        self,
+        *,
+        before: Experiment | None,
+        after: Experiment,
+        previous: Snapshot | None,
+        current: Snapshot | None,
+    ) -> Sequence[Event]:
+        self.calls.append((previous, current))
+        return [note() for _ in range(self.events_per_call)]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(sqlite_url(tmp_path / "expwatch.db"))
+    yield s
+    await s.aclose()
+
+
+async def test_an_unchanged_poll_writes_no_snapshot_and_calls_no_detector(store: Store) -> None:
+    """Polling the same results twice keeps one snapshot and derives no second set of events."""
+    detector = RecordingDetector()
+    first = await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=detector)
+    second = await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=detector)
+    assert first.is_new_snapshot and not second.is_new_snapshot
+    assert second.snapshot_id == first.snapshot_id
+    assert await store.snapshot_count() == 1
+    assert len(detector.calls) == 1
+
+
+async def test_a_changed_poll_gives_the_detector_the_previous_and_current_snapshot(
+    store: Store,
+) -> None:
+    """The detector sees exactly the two snapshots it has to compare."""
+    detector = RecordingDetector()
+    await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=detector)
+    outcome = await store.record_poll(EXPERIMENT, snapshot(200, 0.97), detect=detector)
+    previous, current = detector.calls[-1]
+    assert previous is not None and previous.total_users == 200
+    assert current is not None and current.total_users == 400
+    assert outcome.is_new_snapshot and len(outcome.events) == 1
+    assert await store.snapshot_count("exp_checkout") == 2
+
+
+async def test_events_get_increasing_ids_and_are_read_back_in_order(store: Store) -> None:
+    """The log hands out ordered ids and events_after pages through them."""
+    await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=RecordingDetector(3))
+    stored = await store.record_events([note(EventKind.SOURCE_ERROR)])
+    ids = [e.id for e in await store.events_after(0)]
+    assert ids == sorted(ids) and len(ids) == 4 and ids[-1] == stored[0].id
+    assert [e.id for e in await store.events_after(ids[1], limit=1)] == [ids[2]]
+    assert await store.last_event_id() == ids[-1]
+
+
+async def test_a_failing_detector_leaves_neither_snapshot_nor_events(store: Store) -> None:
+    """One transaction per poll: an error half-way writes nothing."""
+
+    def explode(**_: object) -> Sequence[Event]:
+        raise RuntimeError("boom")
+
+    await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=RecordingDetector())
+    with pytest.raises(RuntimeError):
+        await store.record_poll(EXPERIMENT, snapshot(200, 0.5), detect=explode)
+    assert await store.snapshot_count() == 1
+    assert len(await store.events_after(0)) == 1
+    latest = await store.latest_snapshot("exp_checkout")
+    assert latest is not None and latest.snapshot.total_users == 200
+
+
+async def test_a_waiting_consumer_wakes_as_soon_as_events_are_committed(store: Store) -> None:
+    """In-process tailing needs no polling: the commit itself wakes the waiter."""
+    woke = anyio.Event()
+    start = await store.last_event_id()
+
+    async def wait() -> None:
+        await store.wait_for_events(start, poll_interval_seconds=3600)
+        woke.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await store.record_events([note()])
+            await woke.wait()
+
+
+async def test_a_consumer_in_another_process_sees_events_by_polling(tmp_path: Path) -> None:
+    """A second Store on the same file (as a second process would be) picks events up."""
+    url = sqlite_url(tmp_path / "shared.db")
+    writer, reader = await Store.open(url), await Store.open(url)
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: reader.wait_for_events(0, poll_interval_seconds=0.01))
+                await writer.record_events([note()])
+        assert [e.kind for e in await reader.events_after(0)] == [EventKind.STATUS_CHANGED]
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
+async def test_an_unknown_experiment_error_lists_the_closest_ids(store: Store) -> None:
+    """A typo'd id is answered with the ids it probably meant."""
+    await store.record_poll(EXPERIMENT, None, detect=RecordingDetector(0))
+    with pytest.raises(UnknownExperiment, match="exp_checkout"):
+        await store.experiment("exp_chekout")
+
+
+async def test_metric_history_has_one_point_per_distinct_snapshot(store: Store) -> None:
+    """The trajectory lists what changed, oldest first, with the platform's verdict."""
+    for users, chance in [(100, 0.5), (100, 0.5), (200, 0.9), (300, 0.97)]:
+        await store.record_poll(EXPERIMENT, snapshot(users, chance), detect=RecordingDetector(0))
+    points = await store.metric_history("exp_checkout", "met_conv", "v1")
+    assert [p.users for p in points] == [100, 200, 300]
+    assert [p.platform_verdict for p in points][-1] is Verdict.WON
+
+
+async def test_cursors_remember_where_a_consumer_stopped(store: Store) -> None:
+    """A consumer's position survives and can be moved forward."""
+    assert await store.cursor("alerts:slack") is None
+    await store.save_cursor("alerts:slack", 3)
+    await store.save_cursor("alerts:slack", 7)
+    assert await store.cursor("alerts:slack") == 7
+
+
+async def test_a_naive_timestamp_is_refused_as_a_store_error(store: Store) -> None:
+    """Times must be timezone-aware; a naive one is a programming error caught at the edge."""
+    naive = Event(
+        kind=EventKind.STATUS_CHANGED, source="gb", occurred_at=datetime(2026, 1, 1)
+    )
+    with pytest.raises(StoreError, match="naive datetime"):
+        await store.record_events([naive])

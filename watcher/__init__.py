@@ -1,0 +1,17 @@
+"""The watcher: sources, change detection and the polling supervisor."""
+
+from .clock import Clock, SystemClock
+from .detect import DEFAULT_SRM_THRESHOLD, ChangeDetector
+from .growthbook import GrowthBookSource
+from .supervisor import CycleReport, Source, Supervisor
+
+__all__ = [
+    "DEFAULT_SRM_THRESHOLD",
+    "ChangeDetector",
+    "Clock",
+    "CycleReport",
+    "GrowthBookSource",
+    "Source",
+    "Supervisor",
+    "SystemClock",
+]

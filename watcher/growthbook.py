@@ -1,0 +1,384 @@
+"""GrowthBook REST API v1 source: list experiments, read results, normalize them.
+
+Payloads are validated into typed models at the edge; anything that does not fit becomes a
+PayloadError for that experiment. httpx errors become SourceUnavailable / SourceRejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from store import (
+    Experiment,
+    MetricResult,
+    MetricRole,
+    PayloadError,
+    Snapshot,
+    SourceRejected,
+    SourceUnavailable,
+    Variation,
+    VariationResult,
+    Verdict,
+)
+
+logger = logging.getLogger(__name__)
+
+NO_RESULTS_MESSAGE = "No results found"
+CHANCE_TO_WIN_THRESHOLD = 0.95
+P_VALUE_THRESHOLD = 0.05
+PAGE_LIMIT = 100
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _GBVariation(_Model):
+    variationId: str
+    key: str = ""
+    name: str = ""
+
+
+class _GBTrafficSplit(_Model):
+    variationId: str
+    weight: float
+
+
+class _GBPhase(_Model):
+    name: str = ""
+    trafficSplit: list[_GBTrafficSplit] = []
+
+
+class _GBMetricRef(_Model):
+    metricId: str
+
+
+class _GBSettings(_Model):
+    statsEngine: str = ""
+    goals: list[_GBMetricRef] = []
+    secondaryMetrics: list[_GBMetricRef] = []
+    guardrails: list[_GBMetricRef] = []
+
+
+class _GBExperiment(_Model):
+    id: str
+    name: str
+    status: str
+    archived: bool = False
+    project: str = ""
+    dateUpdated: datetime
+    variations: list[_GBVariation]
+    phases: list[_GBPhase] = []
+    settings: _GBSettings = _GBSettings()
+
+
+class _GBExperimentList(_Model):
+    experiments: list[_GBExperiment]
+    hasMore: bool
+    nextOffset: int | None = None
+
+
+class _GBAnalysis(_Model):
+    engine: str
+    numerator: float
+    denominator: float
+    mean: float
+    stddev: float
+    percentChange: float
+    ciLow: float
+    ciHigh: float
+    pValue: float | None = None
+    risk: float | None = None
+    chanceToBeatControl: float | None = None
+
+
+class _GBVariationResult(_Model):
+    variationId: str
+    variationName: str = ""
+    users: float
+    analyses: list[_GBAnalysis]
+
+
+class _GBMetric(_Model):
+    metricId: str
+    metricName: str = ""
+    variations: list[_GBVariationResult]
+
+
+class _GBDimensionResult(_Model):
+    dimension: str
+    totalUsers: float
+    checks: dict[str, float]
+    metrics: list[_GBMetric]
+
+
+class _GBResult(_Model):
+    id: str
+    dateUpdated: datetime
+    experimentId: str
+    phase: str
+    results: list[_GBDimensionResult]
+
+
+class _GBResultsResponse(_Model):
+    experiment: _GBExperiment
+    result: _GBResult
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class GrowthBookSource:
+    """One GrowthBook organisation reached with one API key."""
+
+    kind = "growthbook"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str,
+        client: httpx.AsyncClient,
+        status: str | None = "running",
+        project: str | None = None,
+        ui_url: str | None = None,
+    ) -> None:
+        self.name = name
+        self._api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._client = client
+        self._status = status
+        self._project = project
+        self._ui_url = ui_url.rstrip("/") if ui_url else None
+
+    async def list_experiments(self) -> list[Experiment]:
+        """Every experiment matching the source's filters, following pagination."""
+        found: list[Experiment] = []
+        offset: int | None = 0
+        while offset is not None:
+            params: dict[str, str | int] = {"limit": PAGE_LIMIT, "offset": offset}
+            if self._status:
+                params["status"] = self._status
+            if self._project:
+                params["projectId"] = self._project
+            page = await self._get("/experiments", _GBExperimentList, params=params)
+            found.extend(self._experiment(e) for e in page.experiments)
+            next_offset = page.nextOffset if page.hasMore else None
+            if next_offset is not None and next_offset <= offset:
+                raise PayloadError(
+                    f"GrowthBook pagination did not advance (offset {offset} → {next_offset})",
+                    source=self.name,
+                )
+            offset = next_offset
+        return found
+
+    async def fetch_results(self, experiment: Experiment) -> tuple[Experiment, Snapshot | None]:
+        """The experiment as the results endpoint describes it and its latest results.
+
+        The snapshot is None while GrowthBook has no results for the experiment yet.
+        """
+        try:
+            response = await self._get(
+                f"/experiments/{experiment.experiment_id}/results",
+                _GBResultsResponse,
+                experiment_id=experiment.experiment_id,
+            )
+        except _NoResultsYet:
+            return experiment, None
+        current = self._experiment(response.experiment)
+        return current, self._snapshot(response, current)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _get(
+        self,
+        path: str,
+        model: type[_M],
+        *,
+        params: dict[str, str | int] | None = None,
+        experiment_id: str | None = None,
+    ) -> _M:
+        url = self._api + path
+        try:
+            response = await self._client.get(url, params=params, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise SourceUnavailable(
+                f"GrowthBook did not answer GET {path} in time",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise SourceUnavailable(
+                f"cannot reach GrowthBook at {self._api}: {type(exc).__name__}",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+        self._raise_for_status(response, path, experiment_id)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"GrowthBook GET {path} returned an unexpected payload: "
+                f"{_summarize_validation(exc)}",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+
+    def _raise_for_status(
+        self, response: httpx.Response, path: str, experiment_id: str | None
+    ) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = _error_message(response)
+        where = f"GrowthBook GET {path} → HTTP {status}: {message}"
+        if status == 400 and NO_RESULTS_MESSAGE.lower() in message.lower():
+            raise _NoResultsYet
+        if status == 429 or status >= 500:
+            raise SourceUnavailable(
+                where,
+                source=self.name,
+                experiment_id=experiment_id,
+                status_code=status,
+                retry_after_seconds=_retry_after_seconds(response),
+            )
+        if status in (401, 403):
+            where += f" — check the api_key of source {self.name!r}"
+        raise SourceRejected(
+            where, source=self.name, experiment_id=experiment_id, status_code=status
+        )
+
+    # -- normalization --------------------------------------------------------------------
+
+    def _experiment(self, e: _GBExperiment) -> Experiment:
+        phase = e.phases[-1] if e.phases else _GBPhase()
+        weights = {s.variationId: s.weight for s in phase.trafficSplit}
+        return Experiment(
+            source=self.name,
+            experiment_id=e.id,
+            name=e.name,
+            status="archived" if e.archived else e.status,
+            project=e.project,
+            phase=str(len(e.phases) - 1) if e.phases else "",
+            variations=tuple(
+                Variation(
+                    variation_id=v.variationId, name=v.name, weight=weights.get(v.variationId)
+                )
+                for v in e.variations
+            ),
+            upstream_updated_at=e.dateUpdated,
+            url=f"{self._ui_url}/experiment/{e.id}" if self._ui_url else None,
+        )
+
+    def _snapshot(self, response: _GBResultsResponse, experiment: Experiment) -> Snapshot:
+        result = response.result
+        overall = next((r for r in result.results if r.dimension in ("All", "")), None)
+        if overall is None and result.results:
+            overall = result.results[0]
+        settings = response.experiment.settings
+        roles = {m.metricId: MetricRole.GOAL for m in settings.goals}
+        roles.update({m.metricId: MetricRole.SECONDARY for m in settings.secondaryMetrics})
+        roles.update({m.metricId: MetricRole.GUARDRAIL for m in settings.guardrails})
+        baseline = experiment.variations[0].variation_id if experiment.variations else None
+        metrics: list[MetricResult] = []
+        engine = settings.statsEngine
+        for metric in overall.metrics if overall else []:
+            variations = []
+            for v in metric.variations:
+                if not v.analyses:
+                    raise PayloadError(
+                        f"metric {metric.metricId} variation {v.variationId} has no analysis",
+                        source=self.name,
+                        experiment_id=experiment.experiment_id,
+                    )
+                a = v.analyses[0]
+                engine = a.engine or engine
+                is_baseline = v.variationId == baseline
+                variations.append(
+                    VariationResult(
+                        variation_id=v.variationId,
+                        variation_name=v.variationName,
+                        users=v.users,
+                        numerator=a.numerator,
+                        denominator=a.denominator,
+                        mean=a.mean,
+                        stddev=a.stddev,
+                        relative_change=None if is_baseline else a.percentChange,
+                        ci_low=None if is_baseline else a.ciLow,
+                        ci_high=None if is_baseline else a.ciHigh,
+                        p_value=None if is_baseline else a.pValue,
+                        chance_to_win=None if is_baseline else a.chanceToBeatControl,
+                        platform_verdict=Verdict.BASELINE if is_baseline else _verdict(a),
+                    )
+                )
+            metrics.append(
+                MetricResult(
+                    metric_id=metric.metricId,
+                    metric_name=metric.metricName or metric.metricId,
+                    role=roles.get(metric.metricId, MetricRole.SECONDARY),
+                    variations=tuple(variations),
+                )
+            )
+        return Snapshot(
+            source=self.name,
+            experiment_id=experiment.experiment_id,
+            upstream_snapshot_id=result.id,
+            upstream_updated_at=result.dateUpdated,
+            phase=result.phase,
+            engine=engine,
+            total_users=overall.totalUsers if overall else 0.0,
+            srm_p_value=overall.checks.get("srm") if overall else None,
+            metrics=tuple(metrics),
+        )
+
+
+class _NoResultsYet(Exception):
+    """GrowthBook's HTTP 400 'No results found for that experiment': a state, not an error."""
+
+
+def _verdict(a: _GBAnalysis) -> Verdict:
+    """GrowthBook's own rule, as its UI applies it (without metric inversion)."""
+    if a.engine == "bayesian" and a.chanceToBeatControl is not None:
+        if a.chanceToBeatControl > CHANCE_TO_WIN_THRESHOLD:
+            return Verdict.WON
+        if a.chanceToBeatControl < 1 - CHANCE_TO_WIN_THRESHOLD:
+            return Verdict.LOST
+        return Verdict.INCONCLUSIVE
+    if a.pValue is not None and a.pValue < P_VALUE_THRESHOLD:
+        return Verdict.WON if a.percentChange > 0 else Verdict.LOST
+    return Verdict.INCONCLUSIVE
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:500]
+    return response.reason_phrase
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    for header in ("Retry-After", "RateLimit-Reset"):
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            continue
+    return None
+
+
+def _summarize_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(root)"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{location}: {first['msg']}{extra}"
