@@ -185,6 +185,8 @@ def demo(duration: float | None, directory: Path | None, port: int, refresh_seco
     from .demo import run_demo
 
     setup_logging("WARNING")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
     _run(
         lambda: run_until_stopped(
             lambda: run_demo(directory=directory, port=port, refresh_seconds=refresh_seconds),

@@ -29,7 +29,8 @@ class ManualClock:
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
         self._moved = anyio.Event()
-        self.sleepers = 0
+        self._slept = anyio.Event()
+        self.sleep_calls = 0
 
     def now(self) -> datetime:
         return self._now
@@ -41,12 +42,16 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         wake_at = self._now + timedelta(seconds=seconds)
-        self.sleepers += 1
-        try:
-            while self._now < wake_at:
-                await self._moved.wait()
-        finally:
-            self.sleepers -= 1
+        self.sleep_calls += 1
+        self._slept.set()
+        self._slept = anyio.Event()
+        while self._now < wake_at:
+            await self._moved.wait()
+
+    async def wait_for_sleep_calls(self, count: int) -> None:
+        """Wait until `sleep` has been called `count` times in all (bounded by the caller)."""
+        while self.sleep_calls < count:
+            await self._slept.wait()
 
 
 class Collector:

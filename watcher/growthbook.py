@@ -100,7 +100,7 @@ class _GBAnalysis(_Model):
 class _GBVariationResult(_Model):
     variationId: str
     variationName: str = ""
-    users: float
+    users: float | None = None
     analyses: list[_GBAnalysis]
 
 
@@ -148,6 +148,7 @@ class GrowthBookSource:
         status: str | None = "running",
         project: str | None = None,
         ui_url: str | None = None,
+        page_size: int = PAGE_LIMIT,
     ) -> None:
         self.name = name
         self._api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
@@ -156,13 +157,14 @@ class GrowthBookSource:
         self._status = status
         self._project = project
         self._ui_url = ui_url.rstrip("/") if ui_url else None
+        self._page_size = page_size
 
     async def list_experiments(self) -> list[Experiment]:
         """Every experiment matching the source's filters, following pagination."""
         found: list[Experiment] = []
         offset: int | None = 0
         while offset is not None:
-            params: dict[str, str | int] = {"limit": PAGE_LIMIT, "offset": offset}
+            params: dict[str, str | int] = {"limit": self._page_size, "offset": offset}
             if self._status:
                 params["status"] = self._status
             if self._project:
@@ -300,11 +302,14 @@ class GrowthBookSource:
                 a = v.analyses[0]
                 engine = a.engine or engine
                 is_baseline = v.variationId == baseline
+                # GrowthBook sends 0 for what the engine does not compute: keep only
+                # the engine's own probability.
+                bayesian = a.engine == "bayesian"
                 variations.append(
                     VariationResult(
                         variation_id=v.variationId,
                         variation_name=v.variationName,
-                        users=v.users,
+                        users=v.users if v.users is not None else a.denominator,
                         numerator=a.numerator,
                         denominator=a.denominator,
                         mean=a.mean,
@@ -312,8 +317,10 @@ class GrowthBookSource:
                         relative_change=None if is_baseline else a.percentChange,
                         ci_low=None if is_baseline else a.ciLow,
                         ci_high=None if is_baseline else a.ciHigh,
-                        p_value=None if is_baseline else a.pValue,
-                        chance_to_win=None if is_baseline else a.chanceToBeatControl,
+                        p_value=None if is_baseline or bayesian else a.pValue,
+                        chance_to_win=(
+                            a.chanceToBeatControl if bayesian and not is_baseline else None
+                        ),
                         platform_verdict=Verdict.BASELINE if is_baseline else _verdict(a),
                     )
                 )

@@ -1,0 +1,104 @@
+"""`expwatch demo`: the whole path against the built-in simulator, no keys or config.
+
+The simulator serves a GrowthBook-compatible API on loopback whose scripted experiments
+unfold in accelerated time; the watcher, the alert dispatcher and an MCP HTTP endpoint run
+against it on an SQLite file, and the terminal shows each event as it is recorded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import click
+
+from simulator import build_growthbook_app, default_scenario
+from store import Event
+
+from .app import open_app
+from .config import (
+    AlertSettings,
+    GrowthBookSourceSettings,
+    McpSettings,
+    Settings,
+    StoreSettings,
+    WatcherSettings,
+)
+from .serving import serve_asgi
+
+DEMO_KEY = "demo-key"
+
+
+def demo_settings(*, directory: Path, base_url: str, port: int, refresh_seconds: float) -> Settings:
+    return Settings(
+        store=StoreSettings(path=directory / "expwatch-demo.db"),
+        watcher=WatcherSettings(
+            poll_interval_seconds=max(0.5, refresh_seconds / 2),
+            poll_timeout_seconds=10,
+        ),
+        sources={
+            "growthbook-demo": GrowthBookSourceSettings(
+                base_url=base_url,
+                api_key=DEMO_KEY,
+                ui_url=base_url,  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
+            )
+        },
+        alerts=AlertSettings(),
+        mcp=McpSettings(host="127.0.0.1", port=port, cache_ttl_seconds=300),
+    )
+
+
+def _describe(event: Event) -> str:
+    d = event.details
+    what = event.kind.value
+    if event.metric_id:
+        metric = d.get("metric_name", event.metric_id)
+        what += f" {metric} / {d.get('variation_name', event.variation_id)}"
+    return (
+        f"  #{event.id:<3} {event.experiment_id or event.source:<24} {what:<44} "
+        f"{event.before} → {event.after}"
+    )
+
+
+async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float) -> None:
+    """Run the demo until cancelled. `directory`, if given, must exist."""
+    with tempfile.TemporaryDirectory(prefix="expwatch-demo-") as tmp:
+        where = directory or Path(tmp)
+        scenario = default_scenario(start=datetime.now(UTC), refresh_seconds=refresh_seconds)
+        simulator = build_growthbook_app(
+            scenario, api_key=DEMO_KEY, clock=lambda: datetime.now(UTC), rate_limit_per_minute=6000
+        )
+        async with anyio.create_task_group() as tg:
+            sim_port = await tg.start(
+                lambda task_status: serve_asgi(simulator, port=0, task_status=task_status)
+            )
+            base_url = f"http://127.0.0.1:{sim_port}"
+            settings = demo_settings(
+                directory=where, base_url=base_url, port=port, refresh_seconds=refresh_seconds
+            )
+            async with open_app(settings) as app:
+                mcp_port = await tg.start(
+                    lambda task_status: app.run(
+                        mcp_http=(settings.mcp.host, settings.mcp.port), task_status=task_status
+                    )
+                )
+                click.echo(
+                    f"expwatch demo\n"
+                    f"  simulated GrowthBook API  {base_url}/api/v1  "
+                    f"({len(scenario.experiments)} experiments, results refresh every "
+                    f"{refresh_seconds:g} s)\n"
+                    f"  database                  {settings.database_url().split('///')[-1]}\n"
+                    f"  MCP (streamable HTTP)     http://127.0.0.1:{mcp_port}/mcp\n"
+                    f"      try: read experiments://exp_checkout_redesign/results, or call the\n"
+                    f"      get_experiment_results tool; subscribe to be told of changes.\n"
+                    f"  Ctrl-C stops.\n\nevents:"
+                )
+                position = 0
+                while True:
+                    await app.store.wait_for_events(position, poll_interval_seconds=1.0)
+                    for event in await app.store.events_after(position):
+                        assert event.id is not None
+                        position = event.id
+                        click.echo(_describe(event))
