@@ -78,6 +78,7 @@ class AlertDispatcher:
         poll_interval_seconds: float = 1.0,
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
+        shutdown_grace_seconds: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._store = store
@@ -86,6 +87,7 @@ class AlertDispatcher:
         self.poll_interval_seconds = poll_interval_seconds
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
+        self.shutdown_grace_seconds = shutdown_grace_seconds
         self._sleep = sleep
 
     async def start_cursors(self) -> None:
@@ -138,10 +140,16 @@ class AlertDispatcher:
         position = await self._store.cursor(target.cursor_name) or 0
         while events := await self._store.events_after(position):
             for event in events:
-                await self._send(target, event)
                 assert event.id is not None
+                # A send the target confirmed must be marked, even while shutting down,
+                # or it would go out twice; the shield is bounded by the send timeout.
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + self.shutdown_grace_seconds
+                    await self._send(target, event)
+                    await self._store.save_cursor(target.cursor_name, event.id)
+                if scope.cancelled_caught:
+                    raise DeliveryError(f"delivery to {target.name!r} cut off at shutdown")
                 position = event.id
-                await self._store.save_cursor(target.cursor_name, position)
                 delivered += 1
         return delivered
 

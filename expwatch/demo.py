@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import click
+from pydantic import SecretStr
 
 from simulator import build_growthbook_app, default_scenario
 from store import Event
@@ -41,8 +42,8 @@ def demo_settings(*, directory: Path, base_url: str, port: int, refresh_seconds:
         sources={
             "growthbook-demo": GrowthBookSourceSettings(
                 base_url=base_url,
-                api_key=DEMO_KEY,
-                ui_url=base_url,  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
+                api_key=SecretStr(DEMO_KEY),
+                ui_url=base_url,
             )
         },
         alerts=AlertSettings(),

@@ -30,7 +30,10 @@ EXPERIMENT = Experiment(
     experiment_id="exp_checkout",
     name="Checkout",
     status="running",
-    variations=(Variation(variation_id="v0", name="Control"), Variation(variation_id="v1", name="B")),
+    variations=(
+        Variation(variation_id="v0", name="Control"),
+        Variation(variation_id="v1", name="B"),
+    ),
 )
 
 
@@ -201,8 +204,6 @@ async def test_cursors_remember_where_a_consumer_stopped(store: Store) -> None:
 
 async def test_a_naive_timestamp_is_refused_as_a_store_error(store: Store) -> None:
     """Times must be timezone-aware; a naive one is a programming error caught at the edge."""
-    naive = Event(
-        kind=EventKind.STATUS_CHANGED, source="gb", occurred_at=datetime(2026, 1, 1)
-    )
+    naive = Event(kind=EventKind.STATUS_CHANGED, source="gb", occurred_at=datetime(2026, 1, 1))
     with pytest.raises(StoreError, match="naive datetime"):
         await store.record_events([naive])
