@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -15,7 +15,7 @@ from fastmcp import FastMCP
 from alerts import AlertDispatcher, AlertTarget, Notifier, is_valid_apprise_url
 from mcp_server import ResourceNotifier, ResourceSubscriptions, ResponseCache, build_server
 from store import ConfigError, Store
-from watcher import Clock, GrowthBookSource, Source, Supervisor, SystemClock
+from watcher import Clock, CycleReport, GrowthBookSource, Source, Supervisor, SystemClock
 
 from .config import Settings
 from .serving import serve_asgi
@@ -40,13 +40,7 @@ class App:
         """One poll cycle, then deliver the alerts it raised."""
         await self.dispatcher.start_cursors()
         report = await self.supervisor.poll_once()
-        logger.info(
-            "polled %d experiments: %d new snapshots, %d events, %d errors",
-            report.experiments,
-            report.new_snapshots,
-            len(report.events),
-            len(report.errors),
-        )
+        logger.info("poll cycle: %s", report.summary())
         await self.dispatcher.deliver_pending()
 
     async def run(
@@ -54,6 +48,7 @@ class App:
         *,
         watch: bool = True,
         mcp_http: tuple[str, int] | None = None,
+        on_cycle: Callable[[CycleReport], None] | None = None,
         task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run until cancelled: the MCP side always, the watcher and alerts if `watch`,
@@ -64,7 +59,11 @@ class App:
             await tg.start(self.notifier.run)
             if watch:
                 await tg.start(self.dispatcher.run)
-                await tg.start(self.supervisor.run)
+                await tg.start(
+                    lambda task_status: self.supervisor.run(
+                        on_cycle=on_cycle, task_status=task_status
+                    )
+                )
             port = None
             if mcp_http is not None:
                 host, wanted = mcp_http

@@ -2,11 +2,12 @@
 
 The simulator serves a GrowthBook-compatible API on loopback whose scripted experiments
 unfold in accelerated time; the watcher, the alert dispatcher and an MCP HTTP endpoint run
-against it on an SQLite file, and the terminal shows each event as it is recorded.
+against it on an SQLite file, and the terminal shows each poll and each event as it happens.
 """
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +18,10 @@ from pydantic import SecretStr
 
 from simulator import build_growthbook_app, default_scenario
 from store import Event
+from watcher import CycleReport
 
 from .app import open_app
 from .config import (
-    AlertSettings,
     GrowthBookSourceSettings,
     McpSettings,
     Settings,
@@ -36,31 +37,44 @@ def demo_settings(*, directory: Path, base_url: str, port: int, refresh_seconds:
     return Settings(
         store=StoreSettings(path=directory / "expwatch-demo.db"),
         watcher=WatcherSettings(
-            poll_interval_seconds=max(0.5, refresh_seconds / 2),
-            poll_timeout_seconds=10,
+            poll_interval_seconds=max(0.25, refresh_seconds / 2), poll_timeout_seconds=10
         ),
         sources={
             "growthbook-demo": GrowthBookSourceSettings(
-                base_url=base_url,
-                api_key=SecretStr(DEMO_KEY),
-                ui_url=base_url,
+                base_url=base_url, api_key=SecretStr(DEMO_KEY), ui_url=base_url
             )
         },
-        alerts=AlertSettings(),
-        mcp=McpSettings(host="127.0.0.1", port=port, cache_ttl_seconds=300),
+        mcp=McpSettings(host="127.0.0.1", port=port),
     )
 
 
-def _describe(event: Event) -> str:
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def describe(event: Event) -> str:
+    """One terminal line for an event."""
     d = event.details
-    what = event.kind.value
+    subject = event.experiment_id or event.source
     if event.metric_id:
         metric = d.get("metric_name", event.metric_id)
-        what += f" {metric} / {d.get('variation_name', event.variation_id)}"
+        subject += f" · {metric} · {d.get('variation_name', event.variation_id)}"
     return (
-        f"  #{event.id:<3} {event.experiment_id or event.source:<24} {what:<44} "
-        f"{event.before} → {event.after}"
+        f"  event #{event.id:<3} {event.kind.value:<21} {subject}: "
+        f"{_value(event.before)} → {_value(event.after)}"
     )
+
+
+def _port_or_any(port: int) -> int:
+    """`port` if it is free on loopback, else 0 (any free port)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float) -> None:
@@ -77,12 +91,25 @@ async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float)
             )
             base_url = f"http://127.0.0.1:{sim_port}"
             settings = demo_settings(
-                directory=where, base_url=base_url, port=port, refresh_seconds=refresh_seconds
+                directory=where,
+                base_url=base_url,
+                port=_port_or_any(port),
+                refresh_seconds=refresh_seconds,
             )
             async with open_app(settings) as app:
+                cycles = 0
+
+                def show_cycle(report: CycleReport) -> None:
+                    nonlocal cycles
+                    cycles += 1
+                    if report.new_snapshots or report.errors:
+                        click.echo(f"  poll {cycles:<4} {report.summary()}")
+
                 mcp_port = await tg.start(
                     lambda task_status: app.run(
-                        mcp_http=(settings.mcp.host, settings.mcp.port), task_status=task_status
+                        mcp_http=(settings.mcp.host, settings.mcp.port),
+                        on_cycle=show_cycle,
+                        task_status=task_status,
                     )
                 )
                 click.echo(
@@ -92,9 +119,10 @@ async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float)
                     f"{refresh_seconds:g} s)\n"
                     f"  database                  {settings.database_url().split('///')[-1]}\n"
                     f"  MCP (streamable HTTP)     http://127.0.0.1:{mcp_port}/mcp\n"
-                    f"      try: read experiments://exp_checkout_redesign/results, or call the\n"
-                    f"      get_experiment_results tool; subscribe to be told of changes.\n"
-                    f"  Ctrl-C stops.\n\nevents:"
+                    f"      read experiments://exp_checkout_redesign/results or call the\n"
+                    f"      get_experiment_results tool; subscribe to hear of changes.\n"
+                    f"  What to expect: checkout conversion turns significant at refresh 3,\n"
+                    f"  a sample-ratio mismatch appears at refresh 6. Ctrl-C stops.\n"
                 )
                 position = 0
                 while True:
@@ -102,4 +130,4 @@ async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float)
                     for event in await app.store.events_after(position):
                         assert event.id is not None
                         position = event.id
-                        click.echo(_describe(event))
+                        click.echo(describe(event))

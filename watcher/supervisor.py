@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,12 @@ class CycleReport:
     events: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        return (
+            f"{self.experiments} experiments, {self.new_snapshots} new snapshots, "
+            f"{len(self.events)} events, {len(self.errors)} errors"
+        )
+
 
 class Supervisor:
     """Owns the polling of every source.
@@ -70,18 +76,19 @@ class Supervisor:
         self._detector = ChangeDetector(clock=clock.now, srm_threshold=srm_threshold)
         self._failing: dict[tuple[str, str | None], str] = {}
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll forever, one cycle every `poll_interval_seconds`."""
+    async def run(
+        self,
+        *,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Poll forever, one cycle every `poll_interval_seconds`; `on_cycle` sees each report."""
         task_status.started()
         while True:
             report = await self.poll_once()
-            logger.info(
-                "poll cycle: %d experiments, %d new snapshots, %d events, %d errors",
-                report.experiments,
-                report.new_snapshots,
-                len(report.events),
-                len(report.errors),
-            )
+            logger.info("poll cycle: %s", report.summary())
+            if on_cycle is not None:
+                on_cycle(report)
             await self._clock.sleep(self.poll_interval_seconds)
 
     async def poll_once(self) -> CycleReport:
