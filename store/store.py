@@ -91,10 +91,12 @@ class Store:
             else:
                 experiment_pk = row["id"]
                 latest_id = row["latest_snapshot_id"]
-            previous = await _snapshot_record(conn, latest_id)
+            latest_hash = await _snapshot_hash(conn, latest_id)
             current_hash = snapshot.content_hash() if snapshot else None
-            is_new = snapshot is not None and (
-                previous is None or current_hash != previous.content_hash
+            is_new = snapshot is not None and current_hash != latest_hash
+            # The previous snapshot is parsed only when the detector will need it.
+            previous = (
+                await _snapshot_record(conn, latest_id) if is_new or before != experiment else None
             )
             snapshot_id = latest_id
             if is_new:
@@ -304,6 +306,14 @@ async def _insert_experiment(conn: AsyncConnection, experiment: Experiment, now:
         .returning(schema.experiments.c.id)
     )
     return int(result.scalar_one())
+
+
+async def _snapshot_hash(conn: AsyncConnection, snapshot_id: int | None) -> str | None:
+    if snapshot_id is None:
+        return None
+    s = schema.snapshots
+    digest = await conn.scalar(select(s.c.content_hash).where(s.c.id == snapshot_id))
+    return None if digest is None else str(digest)
 
 
 async def _snapshot_record(conn: AsyncConnection, snapshot_id: int | None) -> StoredSnapshot | None:
