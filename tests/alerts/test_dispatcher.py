@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import anyio
 import pytest
 
 from alerts import AlertDispatcher, AlertTarget
-from store import Event, EventKind, Store, sqlite_url
+from store import Event, EventKind, Store
 from tests.helpers import http_receiver, smtp_server
 
 pytestmark = pytest.mark.anyio
@@ -26,13 +24,6 @@ def srm_event() -> Event:
         details={"experiment_name": "Checkout redesign", "threshold": 0.001},
         occurred_at=WHEN,
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(sqlite_url(tmp_path / "alerts.db"))
-    yield s
-    await s.aclose()
 
 
 async def test_each_event_reaches_the_webhook_and_the_mailbox_once(store: Store) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,13 +86,6 @@ class RecordingDetector:
     ) -> Sequence[Event]:
         self.calls.append((previous, current))
         return [note() for _ in range(self.events_per_call)]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(sqlite_url(tmp_path / "expwatch.db"))
-    yield s
-    await s.aclose()
 
 
 async def test_an_unchanged_poll_writes_no_snapshot_and_calls_no_detector(store: Store) -> None:
