@@ -67,6 +67,9 @@ class Experiment(_Record):
     phase: str = ""
     variations: tuple[Variation, ...] = ()
     upstream_updated_at: datetime | None = None
+    upstream_version: str | None = None
+    """What changes when the platform has new results (GrowthBook dateUpdated, Statsig
+    lastModifiedTime / pulse ds); lets the watcher skip fetching unchanged results."""
     url: str | None = None
 
 
@@ -93,6 +96,8 @@ class MetricResult(_Record):
     metric_id: str
     metric_name: str = ""
     role: MetricRole = MetricRole.GOAL
+    higher_is_better: bool = True
+    """False for metrics where a decrease is good (GrowthBook `inverse`, Statsig direction)."""
     variations: tuple[VariationResult, ...] = ()
 
     def variation(self, variation_id: str) -> VariationResult | None:
