@@ -42,7 +42,16 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("httpx", "httpcore", "apprise", "mcp", "fastmcp", "uvicorn", "sse_starlette"):
+    for noisy in (
+        "alembic",
+        "httpx",
+        "httpcore",
+        "apprise",
+        "mcp",
+        "fastmcp",
+        "uvicorn",
+        "sse_starlette",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

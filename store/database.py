@@ -6,6 +6,7 @@ SQLite runs in WAL mode so readers never block the writer; writes take the lock 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
-from .schema import metadata
+from .migrate import SchemaChange, upgrade_schema
+
+logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -58,10 +61,20 @@ class Database:
             self._writer = create_async_engine(url, pool_size=2)
             self._reader = self._writer
 
-    async def create_schema(self) -> None:
-        """Create missing tables. (Versioned migrations arrive with the store issue.)"""
+    async def migrate(self) -> SchemaChange:
+        """Create or upgrade the schema to the newest revision, in one transaction."""
         async with self.write() as conn:
-            await conn.run_sync(metadata.create_all)
+            change = await conn.run_sync(upgrade_schema)
+        if change.before is None:
+            logger.info("database %s: created schema revision %s", self._where(), change.after)
+        elif change.changed:
+            logger.warning(
+                "database %s: upgraded schema from revision %s to %s",
+                self._where(),
+                change.before,
+                change.after,
+            )
+        return change
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

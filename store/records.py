@@ -141,6 +141,8 @@ class Event(_Record):
     occurred_at: datetime
     """When the change happened upstream (or was observed, when the platform does not say)."""
     recorded_at: datetime | None = None
+    snapshot_id: int | None = None
+    """The snapshot the event was derived from (kept by retention while the event exists)."""
 
 
 class StoredSnapshot(_Record):

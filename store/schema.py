@@ -63,6 +63,7 @@ experiments = Table(
     Column("last_checked_at", UTCDateTime()),
     Column("latest_snapshot_id", Key),
     UniqueConstraint("source", "experiment_id"),
+    Index("ix_experiments_checked", "last_checked_at"),
 )
 
 snapshots = Table(
@@ -76,6 +77,7 @@ snapshots = Table(
     Column("phase", String(50), nullable=False),
     Column("record", Json, nullable=False),
     Index("ix_snapshots_experiment", "experiment_pk", "id"),
+    Index("ix_snapshots_fetched", "experiment_pk", "fetched_at"),
 )
 
 metric_results = Table(
@@ -113,7 +115,10 @@ events = Table(
     Column("details", Json, nullable=False),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("snapshot_id", Key),
     Index("ix_events_experiment", "experiment_id", "id"),
+    Index("ix_events_kind", "experiment_id", "kind", "metric_id", "id"),
+    Index("ix_events_snapshot", "snapshot_id"),
 )
 
 cursors = Table(
@@ -121,5 +126,32 @@ cursors = Table(
     metadata,
     Column("consumer", String(200), primary_key=True),
     Column("position", Key, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("state", Json, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+watch_list = Table(
+    "watch_list",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("experiment_id", String(200), primary_key=True),
+    Column("added_at", UTCDateTime(), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("event_id", Key, primary_key=True),
+    Column("target", String(200), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(1000)),
     Column("updated_at", UTCDateTime(), nullable=False),
 )

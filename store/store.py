@@ -60,7 +60,11 @@ class Store:
     async def open(cls, url: str, *, clock: Callable[[], datetime] = utc_now) -> Store:
         """Open (and create, if new) the database at `url`."""
         database = Database(url)
-        await database.create_schema()
+        try:
+            await database.migrate()
+        except BaseException:
+            await database.aclose()
+            raise
         return cls(database, clock=clock)
 
     async def aclose(self) -> None:
@@ -124,6 +128,8 @@ class Store:
                     latest_snapshot_id=snapshot_id,
                 )
             )
+            if snapshot_id is not None:
+                events = [e.model_copy(update={"snapshot_id": snapshot_id}) for e in events]
             stored_events = await _insert_events(conn, events, now)
         self._signal(stored_events)
         return PollOutcome(
