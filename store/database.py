@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
@@ -22,6 +22,7 @@ from .migrate import SchemaChange, upgrade_schema
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+WRITE_LOCK = 0x65787077  # "expw": the advisory lock that serializes writers on PostgreSQL
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -58,7 +59,7 @@ class Database:
             _configure_sqlite(self._writer, begin="BEGIN IMMEDIATE")
             _configure_sqlite(self._reader, begin="BEGIN")
         else:
-            self._writer = create_async_engine(url, pool_size=2)
+            self._writer = create_async_engine(url, pool_size=2, pool_pre_ping=True)
             self._reader = self._writer
 
     async def migrate(self) -> SchemaChange:
@@ -81,6 +82,12 @@ class Database:
         """One write transaction: committed on exit, rolled back on error."""
         try:
             async with self._writer.begin() as conn:
+                if not self.is_sqlite:
+                    # One writer at a time, as on SQLite: event ids then commit in id order,
+                    # so a consumer tailing `id > cursor` never skips a late commit.
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK}
+                    )
                 yield conn
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise StoreError(f"database write failed ({self._where()}): {exc}") from exc

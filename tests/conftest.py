@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from store import Store, sqlite_url
+
+POSTGRES_URL_ENV = "EXPWATCH_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="session")
@@ -14,9 +19,35 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def empty_postgres_database() -> str:
+    """The URL of the PostgreSQL test database, emptied; skips when none is configured."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(
+            f"PostgreSQL run skipped: set {POSTGRES_URL_ENV} (e.g. "
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test) to run it"
+        )
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a fresh SQLite file, or the emptied PostgreSQL test database."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "expwatch.db")
+    return await empty_postgres_database()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A store on a fresh SQLite file."""
-    opened = await Store.open(sqlite_url(tmp_path / "expwatch.db"))
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A store on an empty database of each kind."""
+    opened = await Store.open(database_url)
     yield opened
     await opened.aclose()

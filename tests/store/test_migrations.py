@@ -60,10 +60,10 @@ def schema_differences(connection: Connection) -> list[object]:
 
 
 async def test_a_new_database_is_created_at_the_newest_revision_matching_the_models(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    """The migrations and the table definitions describe the same schema."""
-    store = await Store.open(sqlite_url(tmp_path / "new.db"))
+    """The migrations and the table definitions describe the same schema, on each dialect."""
+    store = await Store.open(database_url)
     try:
         async with store.database.read() as conn:
             assert await conn.run_sync(current_revision) == head_revision()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import anyio
 import pytest
@@ -19,7 +18,6 @@ from store import (
     Variation,
     VariationResult,
     Verdict,
-    sqlite_url,
 )
 
 pytestmark = pytest.mark.anyio
@@ -156,9 +154,9 @@ async def test_a_waiting_consumer_wakes_as_soon_as_events_are_committed(store: S
             await woke.wait()
 
 
-async def test_a_consumer_in_another_process_sees_events_by_polling(tmp_path: Path) -> None:
-    """A second Store on the same file (as a second process would be) picks events up."""
-    url = sqlite_url(tmp_path / "shared.db")
+async def test_a_consumer_in_another_process_sees_events_by_polling(database_url: str) -> None:
+    """A second Store on the same database (as a second process would be) picks events up."""
+    url = database_url
     writer, reader = await Store.open(url), await Store.open(url)
     try:
         with anyio.fail_after(5):
