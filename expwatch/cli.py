@@ -5,101 +5,25 @@ Exit codes: 0 success, 1 a runtime failure (store, source), 2 bad configuration 
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import click
 
-from store import ConfigError, ExpwatchError, Store
+from store import ConfigError
 
 from . import __version__
 from .app import open_app
-from .config import Settings, load_config
-
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar="EXPWATCH_CONFIG",
-    help="TOML config file (default: $EXPWATCH_CONFIG; otherwise defaults + EXPWATCH_… env).",
+from .cli_common import (
+    EXIT_CONFIG,
+    config_option,
+    load_settings,
+    run_async,
+    run_until_stopped,
+    setup_logging,
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr (stdout belongs to MCP over stdio and to --json output)."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in (
-        "alembic",
-        "httpx",
-        "httpcore",
-        "apprise",
-        "mcp",
-        "fastmcp",
-        "uvicorn",
-        "sse_starlette",
-    ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
-def _load(config_path: Path | None) -> Settings:
-    try:
-        settings = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"expwatch: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    setup_logging(settings.log_level)
-    return settings
-
-
-def _run(fn: Callable[[], Awaitable[None]]) -> None:
-    """Run `fn` under anyio (asyncio), with errors turned into messages and exit codes."""
-    try:
-        anyio.run(fn, backend="asyncio")
-    except ConfigError as exc:
-        click.echo(f"expwatch: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except ExpwatchError as exc:
-        click.echo(f"expwatch: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
-
-
-async def run_until_stopped(
-    main: Callable[..., Awaitable[Any]], *, duration_seconds: float | None = None
-) -> None:
-    """Run `main` until it returns, SIGINT/SIGTERM arrives, or `duration_seconds` pass."""
-    async with anyio.create_task_group() as tg:
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    logging.getLogger("expwatch").info(
-                        "%s received, stopping", signal.Signals(signum).name
-                    )
-                    tg.cancel_scope.cancel()
-                    return
-
-        async def run_main() -> None:
-            await main()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(stop_on_signal)
-        tg.start_soon(run_main)
-        if duration_seconds is not None:
-            tg.cancel_scope.deadline = anyio.current_time() + duration_seconds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,7 +42,7 @@ def main() -> None:
 )
 def run(config_path: Path | None, once: bool, mcp_http: bool) -> None:
     """Run the watcher daemon: poll sources, record snapshots, send alerts."""
-    settings = _load(config_path)
+    settings = load_settings(config_path)
     if not settings.sources:
         click.echo("expwatch: warning: no [sources] configured; nothing to watch", err=True)
 
@@ -130,7 +54,7 @@ def run(config_path: Path | None, once: bool, mcp_http: bool) -> None:
             endpoint = (settings.mcp.host, settings.mcp.port) if mcp_http else None
             await run_until_stopped(lambda: _forever(app.run(mcp_http=endpoint)))
 
-    _run(main_)
+    run_async(main_)
 
 
 async def _forever(started: Awaitable[None]) -> None:
@@ -154,7 +78,7 @@ def mcp(
     config_path: Path | None, transport: str, host: str | None, port: int | None, watch: bool
 ) -> None:
     """Serve the MCP server (resources, tools, subscriptions) over stdio or HTTP."""
-    settings = _load(config_path)
+    settings = load_settings(config_path)
 
     async def main_() -> None:
         async with open_app(settings) as app:
@@ -167,7 +91,7 @@ def mcp(
                 await app.mcp.run_stdio_async(show_banner=False)
                 tg.cancel_scope.cancel()
 
-    _run(main_)
+    run_async(main_)
 
 
 @main.command()
@@ -196,7 +120,7 @@ def demo(duration: float | None, directory: Path | None, port: int, refresh_seco
     setup_logging("WARNING")
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    _run(
+    run_async(
         lambda: run_until_stopped(
             lambda: run_demo(directory=directory, port=port, refresh_seconds=refresh_seconds),
             duration_seconds=duration,
@@ -205,143 +129,11 @@ def demo(duration: float | None, directory: Path | None, port: int, refresh_seco
     click.echo("demo stopped.")
 
 
-@main.command()
-@config_option
-@json_option
-def status(config_path: Path | None, as_json: bool) -> None:
-    """Show what the store holds: experiments, latest snapshots, the event log."""
-    settings = _load(config_path)
-
-    async def main_() -> None:
-        store = await Store.open(settings.database_url())
-        try:
-            rows = []
-            for experiment in await store.experiments():
-                latest = await store.latest_snapshot(experiment.experiment_id)
-                rows.append(
-                    {
-                        "source": experiment.source,
-                        "experiment_id": experiment.experiment_id,
-                        "name": experiment.name,
-                        "status": experiment.status,
-                        "snapshots": await store.snapshot_count(experiment.experiment_id),
-                        "latest_snapshot_at": latest.fetched_at.isoformat() if latest else None,
-                        "last_checked_at": latest.last_checked_at.isoformat() if latest else None,
-                    }
-                )
-            result: dict[str, Any] = {
-                "database": settings.database_url().split("///")[-1],
-                "sources": sorted(settings.sources),
-                "alert_targets": sorted(settings.alerts.targets),
-                "last_event_id": await store.last_event_id(),
-                "experiments": rows,
-            }
-        finally:
-            await store.aclose()
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-            return
-        click.echo(f"database: {result['database']}")
-        click.echo(f"sources: {', '.join(result['sources']) or '(none)'}")
-        click.echo(f"alert targets: {', '.join(result['alert_targets']) or '(none)'}")
-        click.echo(f"events: {result['last_event_id']}")
-        for r in rows:
-            click.echo(
-                f"  {r['experiment_id']:<32} {r['status']:<10} {r['snapshots']:>4} snapshots"
-                f"  last checked {r['last_checked_at'] or '-'}"
-            )
-
-    _run(main_)
-
-
-@main.command()
-@config_option
-@json_option
-@click.option("--after", type=int, default=0, help="Only events with an id above this.")
-@click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--experiment", default=None, help="Only this experiment's events.")
-def events(
-    config_path: Path | None, as_json: bool, after: int, limit: int, experiment: str | None
-) -> None:
-    """List events from the log (id, experiment, kind, metric, time, details)."""
-    settings = _load(config_path)
-
-    async def main_() -> None:
-        store = await Store.open(settings.database_url())
-        try:
-            found = await store.events_after(after, limit=limit, experiment_id=experiment)
-        finally:
-            await store.aclose()
-        if as_json:
-            click.echo(json.dumps([e.model_dump(mode="json") for e in found], indent=2))
-            return
-        for e in found:
-            subject = " ".join(x for x in (e.experiment_id, e.metric_id, e.variation_id) if x)
-            click.echo(
-                f"#{e.id:<5} {e.occurred_at:%Y-%m-%d %H:%M:%S}  {e.kind.value:<22} {subject}"
-                f"  {e.before} → {e.after}"
-            )
-
-    _run(main_)
-
-
-@main.command()
-@config_option
-@json_option
-@click.argument("experiment_id")
-@click.argument("metric_id")
-@click.option("--variation", default=None, help="Variation id (default: every non-baseline).")
-def history(
-    config_path: Path | None,
-    as_json: bool,
-    experiment_id: str,
-    metric_id: str,
-    variation: str | None,
-) -> None:
-    """Show a metric's trajectory: one row per distinct snapshot."""
-    settings = _load(config_path)
-
-    async def main_() -> None:
-        store = await Store.open(settings.database_url())
-        try:
-            experiment = await store.experiment(experiment_id)
-            variations = (
-                [variation] if variation else [v.variation_id for v in experiment.variations[1:]]
-            )
-            series = {
-                v: await store.metric_history(experiment_id, metric_id, v) for v in variations
-            }
-        finally:
-            await store.aclose()
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        v: [p.model_dump(mode="json") for p in points]
-                        for v, points in series.items()
-                    },
-                    indent=2,
-                )
-            )
-            return
-        for v, points in series.items():
-            click.echo(f"{experiment_id} / {metric_id} / {v}: {len(points)} points")
-            for p in points:
-                change = f"{p.relative_change:+.2%}" if p.relative_change is not None else "n/a"
-                ctw = f"{p.chance_to_win:.1%}" if p.chance_to_win is not None else "-"
-                click.echo(
-                    f"  {p.fetched_at:%Y-%m-%d %H:%M:%S}  users {p.users:>9.0f}  change {change:>8}"
-                    f"  chance to win {ctw:>6}  {p.platform_verdict.value}"
-                )
-
-    _run(main_)
-
-
 @main.command("check-config")
 @config_option
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration (and alert URLs) without starting anything."""
-    settings = _load(config_path)
+    settings = load_settings(config_path)
     from .app import alert_targets
 
     try:
@@ -353,3 +145,10 @@ def check_config(config_path: Path | None) -> None:
         f"configuration OK: {len(settings.sources)} source(s), "
         f"{len(settings.alerts.targets)} alert target(s), database {settings.database_url()}"
     )
+
+
+from .cli_store import events, history, status  # noqa: E402  (commands register on import)
+
+main.add_command(status)
+main.add_command(events)
+main.add_command(history)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import schema
+from . import rows, schema
 from .database import Database
 from .errors import UnknownExperiment
 from .records import (
     Event,
+    EventKind,
     Experiment,
     MetricPoint,
     PollOutcome,
@@ -87,25 +86,27 @@ class Store:
         """
         now = self._clock()
         async with self.database.write() as conn:
-            row = await _experiment_row(conn, experiment.source, experiment.experiment_id)
+            row = await rows.experiment_row(conn, experiment.source, experiment.experiment_id)
             before = Experiment.model_validate(row["record"]) if row else None
             if row is None:
-                experiment_pk = await _insert_experiment(conn, experiment, now)
+                experiment_pk = await rows.insert_experiment(conn, experiment, now)
                 latest_id = None
             else:
                 experiment_pk = row["id"]
                 latest_id = row["latest_snapshot_id"]
-            latest_hash = await _snapshot_hash(conn, latest_id)
+            latest_hash = await rows.snapshot_hash(conn, latest_id)
             current_hash = snapshot.content_hash() if snapshot else None
             is_new = snapshot is not None and current_hash != latest_hash
             # The previous snapshot is parsed only when the detector will need it.
             previous = (
-                await _snapshot_record(conn, latest_id) if is_new or before != experiment else None
+                await rows.snapshot_record(conn, latest_id)
+                if is_new or before != experiment
+                else None
             )
             snapshot_id = latest_id
             if is_new:
                 assert snapshot is not None and current_hash is not None
-                snapshot_id = await _insert_snapshot(
+                snapshot_id = await rows.insert_snapshot(
                     conn, experiment_pk, snapshot, current_hash, now
                 )
             events: Sequence[Event] = ()
@@ -130,7 +131,7 @@ class Store:
             )
             if snapshot_id is not None:
                 events = [e.model_copy(update={"snapshot_id": snapshot_id}) for e in events]
-            stored_events = await _insert_events(conn, events, now)
+            stored_events = await rows.insert_events(conn, events, now)
         self._signal(stored_events)
         return PollOutcome(
             snapshot_id=snapshot_id, is_new_snapshot=is_new, events=tuple(stored_events)
@@ -139,7 +140,7 @@ class Store:
     async def record_events(self, events: Sequence[Event]) -> list[Event]:
         """Append events that belong to no snapshot (source errors, recoveries)."""
         async with self.database.write() as conn:
-            stored = await _insert_events(conn, events, self._clock())
+            stored = await rows.insert_events(conn, events, self._clock())
         self._signal(stored)
         return stored
 
@@ -172,17 +173,17 @@ class Store:
     async def experiments(self) -> list[Experiment]:
         """Every experiment the store has seen, ordered by source and id."""
         async with self.database.read() as conn:
-            rows = await conn.execute(
+            result = await conn.execute(
                 select(schema.experiments.c.record).order_by(
                     schema.experiments.c.source, schema.experiments.c.experiment_id
                 )
             )
-            return [Experiment.model_validate(r.record) for r in rows]
+            return [Experiment.model_validate(r.record) for r in result]
 
     async def experiment(self, experiment_id: str) -> Experiment:
         """The experiment with this id; UnknownExperiment lists the closest known ids."""
         async with self.database.read() as conn:
-            row = await _experiment_row(conn, None, experiment_id)
+            row = await rows.experiment_row(conn, None, experiment_id)
         if row is None:
             raise await self._unknown(experiment_id)
         return Experiment.model_validate(row["record"])
@@ -190,10 +191,10 @@ class Store:
     async def latest_snapshot(self, experiment_id: str) -> StoredSnapshot | None:
         """The newest snapshot of the experiment, or None before its first results."""
         async with self.database.read() as conn:
-            row = await _experiment_row(conn, None, experiment_id)
+            row = await rows.experiment_row(conn, None, experiment_id)
             if row is None:
                 raise await self._unknown(experiment_id)
-            stored = await _snapshot_record(conn, row["latest_snapshot_id"])
+            stored = await rows.snapshot_record(conn, row["latest_snapshot_id"])
             if stored is None:
                 return None
             return stored.model_copy(update={"last_checked_at": row["last_checked_at"]})
@@ -208,20 +209,26 @@ class Store:
             return int(await conn.scalar(query) or 0)
 
     async def metric_history(
-        self, experiment_id: str, metric_id: str, variation_id: str
+        self,
+        experiment_id: str,
+        metric_id: str,
+        variation_id: str,
+        *,
+        since: datetime | None = None,
     ) -> list[MetricPoint]:
-        """The trajectory of one metric for one variation, oldest first."""
+        """The trajectory of one metric for one variation, oldest first (from `since`)."""
         m = schema.metric_results
         async with self.database.read() as conn:
-            row = await _experiment_row(conn, None, experiment_id)
+            row = await rows.experiment_row(conn, None, experiment_id)
             if row is None:
                 raise await self._unknown(experiment_id)
-            rows = await conn.execute(
+            result = await conn.execute(
                 select(m)
                 .where(
                     m.c.experiment_pk == row["id"],
                     m.c.metric_id == metric_id,
                     m.c.variation_id == variation_id,
+                    *([m.c.fetched_at >= since] if since is not None else []),
                 )
                 .order_by(m.c.snapshot_id)
             )
@@ -239,20 +246,84 @@ class Store:
                     chance_to_win=r.chance_to_win,
                     platform_verdict=Verdict(r.platform_verdict),
                 )
-                for r in rows
+                for r in result
             ]
 
     async def events_after(
-        self, cursor: int, *, limit: int = 100, experiment_id: str | None = None
+        self,
+        cursor: int,
+        *,
+        limit: int = 100,
+        experiment_id: str | None = None,
+        kinds: Sequence[EventKind] | None = None,
+        metric_id: str | None = None,
+        since: datetime | None = None,
     ) -> list[Event]:
-        """Events with an id greater than `cursor`, oldest first."""
+        """Events with an id greater than `cursor`, oldest first, optionally narrowed to one
+        experiment, some kinds, one metric, or those that happened at or after `since`."""
         e = schema.events
         query = select(e).where(e.c.id > cursor).order_by(e.c.id).limit(limit)
         if experiment_id is not None:
             query = query.where(e.c.experiment_id == experiment_id)
+        if kinds:
+            query = query.where(e.c.kind.in_([k.value for k in kinds]))
+        if metric_id is not None:
+            query = query.where(e.c.metric_id == metric_id)
+        if since is not None:
+            query = query.where(e.c.occurred_at >= since)
         async with self.database.read() as conn:
-            rows = await conn.execute(query)
-            return [_event_from_row(r._mapping) for r in rows]
+            result = await conn.execute(query)
+            return [rows.event_from_row(r._mapping) for r in result]
+
+    async def significance_changes(
+        self, experiment_id: str, *, metric_id: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        """When metrics became (or stopped being) significant, oldest first."""
+        await self.experiment(experiment_id)  # unknown ids get the helpful error
+        return await self.events_after(
+            0,
+            experiment_id=experiment_id,
+            kinds=[EventKind.SIGNIFICANCE_CHANGED],
+            metric_id=metric_id,
+            limit=limit,
+        )
+
+    async def srm_changes(self, experiment_id: str, *, limit: int = 1000) -> list[Event]:
+        """When a sample-ratio mismatch started and cleared, oldest first."""
+        await self.experiment(experiment_id)
+        return await self.events_after(
+            0,
+            experiment_id=experiment_id,
+            kinds=[EventKind.SRM_DETECTED, EventKind.SRM_CLEARED],
+            limit=limit,
+        )
+
+    async def snapshot_at(self, experiment_id: str, at: datetime) -> StoredSnapshot | None:
+        """The newest snapshot fetched at or before `at`: what expwatch knew then."""
+        s = schema.snapshots
+        async with self.database.read() as conn:
+            row = await rows.experiment_row(conn, None, experiment_id)
+            if row is None:
+                raise await self._unknown(experiment_id)
+            snapshot_id = await conn.scalar(
+                select(s.c.id)
+                .where(s.c.experiment_pk == row["id"], s.c.fetched_at <= at)
+                .order_by(s.c.fetched_at.desc(), s.c.id.desc())
+                .limit(1)
+            )
+            return await rows.snapshot_record(conn, snapshot_id)
+
+    async def experiments_changed_since(self, since: datetime) -> list[Experiment]:
+        """Experiments with a new snapshot fetched at or after `since`."""
+        x, s = schema.experiments, schema.snapshots
+        changed = select(s.c.experiment_pk).where(s.c.fetched_at >= since).distinct()
+        async with self.database.read() as conn:
+            result = await conn.execute(
+                select(x.c.record)
+                .where(x.c.id.in_(changed))
+                .order_by(x.c.source, x.c.experiment_id)
+            )
+            return [Experiment.model_validate(r.record) for r in result]
 
     async def last_event_id(self) -> int:
         async with self.database.read() as conn:
@@ -284,113 +355,3 @@ class Store:
         return UnknownExperiment(
             experiment_id, suggestions=difflib.get_close_matches(experiment_id, known, n=3)
         )
-
-
-async def _experiment_row(
-    conn: AsyncConnection, source: str | None, experiment_id: str
-) -> RowMapping | None:
-    x = schema.experiments
-    query = select(x).where(x.c.experiment_id == experiment_id)
-    if source is not None:
-        query = query.where(x.c.source == source)
-    result = await conn.execute(query.order_by(x.c.id).limit(1))
-    return result.mappings().first()
-
-
-async def _insert_experiment(conn: AsyncConnection, experiment: Experiment, now: datetime) -> int:
-    result = await conn.execute(
-        insert(schema.experiments)
-        .values(
-            source=experiment.source,
-            experiment_id=experiment.experiment_id,
-            name=experiment.name,
-            status=experiment.status,
-            record=experiment.model_dump(mode="json"),
-            upstream_updated_at=experiment.upstream_updated_at,
-            first_seen_at=now,
-        )
-        .returning(schema.experiments.c.id)
-    )
-    return int(result.scalar_one())
-
-
-async def _snapshot_hash(conn: AsyncConnection, snapshot_id: int | None) -> str | None:
-    if snapshot_id is None:
-        return None
-    s = schema.snapshots
-    digest = await conn.scalar(select(s.c.content_hash).where(s.c.id == snapshot_id))
-    return None if digest is None else str(digest)
-
-
-async def _snapshot_record(conn: AsyncConnection, snapshot_id: int | None) -> StoredSnapshot | None:
-    if snapshot_id is None:
-        return None
-    s = schema.snapshots
-    row = (await conn.execute(select(s).where(s.c.id == snapshot_id))).mappings().one()
-    return StoredSnapshot(
-        id=row["id"],
-        fetched_at=row["fetched_at"],
-        last_checked_at=row["fetched_at"],
-        content_hash=row["content_hash"],
-        snapshot=Snapshot.model_validate(row["record"]),
-    )
-
-
-async def _insert_snapshot(
-    conn: AsyncConnection, experiment_pk: int, snapshot: Snapshot, digest: str, now: datetime
-) -> int:
-    result = await conn.execute(
-        insert(schema.snapshots)
-        .values(
-            experiment_pk=experiment_pk,
-            content_hash=digest,
-            fetched_at=now,
-            upstream_updated_at=snapshot.upstream_updated_at,
-            phase=snapshot.phase,
-            record=snapshot.model_dump(mode="json"),
-        )
-        .returning(schema.snapshots.c.id)
-    )
-    snapshot_id = int(result.scalar_one())
-    rows: list[dict[str, Any]] = [
-        {
-            "snapshot_id": snapshot_id,
-            "experiment_pk": experiment_pk,
-            "metric_id": metric.metric_id,
-            "variation_id": v.variation_id,
-            "fetched_at": now,
-            "upstream_updated_at": snapshot.upstream_updated_at,
-            "users": v.users,
-            "mean": v.mean,
-            "relative_change": v.relative_change,
-            "ci_low": v.ci_low,
-            "ci_high": v.ci_high,
-            "p_value": v.p_value,
-            "chance_to_win": v.chance_to_win,
-            "platform_verdict": v.platform_verdict.value,
-        }
-        for metric in snapshot.metrics
-        for v in metric.variations
-    ]
-    if rows:
-        await conn.execute(insert(schema.metric_results), rows)
-    return snapshot_id
-
-
-async def _insert_events(
-    conn: AsyncConnection, events: Sequence[Event], now: datetime
-) -> list[Event]:
-    stored = []
-    for event in events:
-        values = event.model_dump(mode="json", exclude={"id", "recorded_at"})
-        values["occurred_at"] = event.occurred_at
-        values["recorded_at"] = now
-        result = await conn.execute(
-            insert(schema.events).values(**values).returning(schema.events.c.id)
-        )
-        stored.append(event.model_copy(update={"id": int(result.scalar_one()), "recorded_at": now}))
-    return stored
-
-
-def _event_from_row(row: RowMapping) -> Event:
-    return Event.model_validate(dict(row))

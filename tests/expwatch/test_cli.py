@@ -108,14 +108,36 @@ async def test_run_once_records_snapshots_and_events_lists_them_as_json(
     code, out, err = await expwatch(
         "history",
         "exp_checkout_redesign",
+        "--metric",
         "met_conversion",
         "--config",
         str(deployment.config),
         "--json",
     )
     assert code == 0, err
-    [series] = json.loads(out).values()
+    history = json.loads(out)
+    [series] = history["trajectory"].values()
     assert len(series) == 1 and series[0]["platform_verdict"] == "won"
+    [change] = history["significance_changes"]
+    assert (change["before"], change["after"]) == (None, "won")
+    assert [e["kind"] for e in history["srm_changes"]] == ["srm_detected"]
+
+    code, out, err = await expwatch(
+        "events",
+        "--kind",
+        "srm_detected",
+        "--since",
+        "2026-01-01",
+        "--config",
+        str(deployment.config),
+        "--json",
+    )
+    assert code == 0, err
+    assert [e["kind"] for e in json.loads(out)] == ["srm_detected"]
+    code, out, err = await expwatch(
+        "history", "exp_checkout_redesing", "--config", str(deployment.config)
+    )
+    assert code == 1 and "Did you mean: exp_checkout_redesign" in err
 
     logged = await expwatch("run", "--config", str(deployment.config), "--once")
     assert all(KEY not in text for text in logged[1:])

@@ -1,0 +1,225 @@
+"""Read-only commands over the store: status, events, history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from store import Event, EventKind, MetricPoint, Store
+
+from .cli_common import Timestamp, config_option, echo_json, json_option, load_settings, run_async
+
+KIND_NAMES = [k.value for k in EventKind]
+
+
+@click.command()
+@config_option
+@json_option
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show what the store holds: experiments, latest snapshots, the event log."""
+    settings = load_settings(config_path)
+
+    async def main_() -> None:
+        store = await Store.open(settings.database_url())
+        try:
+            rows = []
+            for experiment in await store.experiments():
+                latest = await store.latest_snapshot(experiment.experiment_id)
+                rows.append(
+                    {
+                        "source": experiment.source,
+                        "experiment_id": experiment.experiment_id,
+                        "name": experiment.name,
+                        "status": experiment.status,
+                        "snapshots": await store.snapshot_count(experiment.experiment_id),
+                        "latest_snapshot_at": latest.fetched_at.isoformat() if latest else None,
+                        "last_checked_at": latest.last_checked_at.isoformat() if latest else None,
+                    }
+                )
+            result: dict[str, Any] = {
+                "database": settings.database_url().split("///")[-1],
+                "sources": sorted(settings.sources),
+                "alert_targets": sorted(settings.alerts.targets),
+                "last_event_id": await store.last_event_id(),
+                "experiments": rows,
+            }
+        finally:
+            await store.aclose()
+        if as_json:
+            echo_json(result)
+            return
+        click.echo(f"database: {result['database']}")
+        click.echo(f"sources: {', '.join(result['sources']) or '(none)'}")
+        click.echo(f"alert targets: {', '.join(result['alert_targets']) or '(none)'}")
+        click.echo(f"events: {result['last_event_id']}")
+        for r in rows:
+            click.echo(
+                f"  {r['experiment_id']:<32} {r['status']:<10} {r['snapshots']:>4} snapshots"
+                f"  last checked {r['last_checked_at'] or '-'}"
+            )
+
+    run_async(main_)
+
+
+def _event_line(e: Event) -> str:
+    subject = " ".join(x for x in (e.experiment_id, e.metric_id, e.variation_id) if x)
+    return (
+        f"#{e.id:<5} {e.occurred_at:%Y-%m-%d %H:%M:%S}  {e.kind.value:<22} {subject}"
+        f"  {e.before} → {e.after}"
+    )
+
+
+@click.command()
+@config_option
+@json_option
+@click.option("--after", type=int, default=0, help="Only events with an id above this cursor.")
+@click.option("--since", type=Timestamp(), default=None, help="Only events at or after TIME.")
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(KIND_NAMES),
+    multiple=True,
+    help="Only events of this kind (repeatable).",
+)
+@click.option("--experiment", default=None, help="Only this experiment's events.")
+@click.option("--limit", type=int, default=1000, show_default=True)
+def events(
+    config_path: Path | None,
+    as_json: bool,
+    after: int,
+    since: datetime | None,
+    kinds: tuple[str, ...],
+    experiment: str | None,
+    limit: int,
+) -> None:
+    """List events from the log (id, experiment, kind, metric, time, details)."""
+    settings = load_settings(config_path)
+
+    async def main_() -> None:
+        store = await Store.open(settings.database_url())
+        try:
+            found = await store.events_after(
+                after,
+                limit=limit,
+                experiment_id=experiment,
+                kinds=[EventKind(k) for k in kinds],
+                since=since,
+            )
+        finally:
+            await store.aclose()
+        if as_json:
+            echo_json([e.model_dump(mode="json") for e in found])
+            return
+        for e in found:
+            click.echo(_event_line(e))
+
+    run_async(main_)
+
+
+def _point_line(p: MetricPoint) -> str:
+    change = f"{p.relative_change:+.2%}" if p.relative_change is not None else "n/a"
+    interval = (
+        f"[{p.ci_low:+.2%}, {p.ci_high:+.2%}]"
+        if p.ci_low is not None and p.ci_high is not None
+        else ""
+    )
+    odds = (
+        f"chance to win {p.chance_to_win:.1%}"
+        if p.chance_to_win is not None
+        else (f"p {p.p_value:.3g}" if p.p_value is not None else "")
+    )
+    return (
+        f"  {p.fetched_at:%Y-%m-%d %H:%M:%S}  users {p.users:>9.0f}  change {change:>8} "
+        f"{interval:<20} {odds:<20} {p.platform_verdict.value}"
+    )
+
+
+@click.command()
+@config_option
+@json_option
+@click.argument("experiment_id")
+@click.option("--metric", default=None, help="Show this metric's trajectory.")
+@click.option("--variation", default=None, help="Variation id (default: every non-baseline).")
+@click.option("--since", type=Timestamp(), default=None, help="Only from TIME on.")
+@click.option("--at", type=Timestamp(), default=None, help="Show the snapshot known at TIME.")
+def history(
+    config_path: Path | None,
+    as_json: bool,
+    experiment_id: str,
+    metric: str | None,
+    variation: str | None,
+    since: datetime | None,
+    at: datetime | None,
+) -> None:
+    """An experiment's history: when metrics became significant, when SRM started and
+    cleared, and with --metric the metric's trajectory; --at shows what was known then."""
+    settings = load_settings(config_path)
+
+    async def main_() -> None:
+        store = await Store.open(settings.database_url())
+        try:
+            experiment = await store.experiment(experiment_id)
+            result: dict[str, Any] = {
+                "experiment": experiment.model_dump(mode="json"),
+                "significance_changes": [
+                    e.model_dump(mode="json")
+                    for e in await store.significance_changes(experiment_id, metric_id=metric)
+                    if since is None or e.occurred_at >= since
+                ],
+                "srm_changes": [
+                    e.model_dump(mode="json")
+                    for e in await store.srm_changes(experiment_id)
+                    if since is None or e.occurred_at >= since
+                ],
+            }
+            if metric is not None:
+                variations = (
+                    [variation]
+                    if variation
+                    else [v.variation_id for v in experiment.variations[1:]]
+                )
+                result["trajectory"] = {
+                    v: [
+                        p.model_dump(mode="json")
+                        for p in await store.metric_history(experiment_id, metric, v, since=since)
+                    ]
+                    for v in variations
+                }
+            if at is not None:
+                known = await store.snapshot_at(experiment_id, at)
+                result["snapshot_at"] = known.model_dump(mode="json") if known else None
+        finally:
+            await store.aclose()
+        if as_json:
+            echo_json(result)
+            return
+        _print_history(result, metric=metric, at=at)
+
+    run_async(main_)
+
+
+def _print_history(result: dict[str, Any], *, metric: str | None, at: datetime | None) -> None:
+    experiment = result["experiment"]
+    click.echo(f"{experiment['experiment_id']} — {experiment['name']} ({experiment['status']})")
+    click.echo("significance:" if result["significance_changes"] else "significance: no changes")
+    for e in result["significance_changes"]:
+        click.echo(
+            f"  {e['occurred_at']}  {e['metric_id']} / {e['variation_id']}: "
+            f"{e['before'] or 'first seen'} → {e['after']}"
+        )
+    click.echo("SRM:" if result["srm_changes"] else "SRM: never detected")
+    for e in result["srm_changes"]:
+        click.echo(f"  {e['occurred_at']}  {e['kind']} (p = {e['after']})")
+    for variation, points in result.get("trajectory", {}).items():
+        click.echo(f"{metric} / {variation}: {len(points)} snapshots")
+        for p in points:
+            click.echo(_point_line(MetricPoint.model_validate(p)))
+    if at is not None:
+        known = result["snapshot_at"]
+        click.echo(
+            f"known at {at.isoformat()}: "
+            + (f"snapshot #{known['id']} fetched {known['fetched_at']}" if known else "nothing yet")
+        )
