@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
 import httpx
@@ -28,6 +29,7 @@ class App:
     """Every long-lived part of a running expwatch, wired together."""
 
     settings: Settings
+    clock: Clock
     store: Store
     supervisor: Supervisor
     dispatcher: AlertDispatcher
@@ -58,6 +60,8 @@ class App:
             await tg.start(self.subscriptions.run)
             await tg.start(self.notifier.run)
             if watch:
+                if self.settings.store.retention_days > 0:
+                    tg.start_soon(self._prune_forever)
                 await tg.start(self.dispatcher.run)
                 await tg.start(
                     lambda task_status: self.supervisor.run(
@@ -74,6 +78,20 @@ class App:
                 )
                 logger.info("MCP endpoint at http://%s:%d/mcp", host, port)
             task_status.started(port)
+
+    async def _prune_forever(self) -> None:
+        """Retention: prune once at start and then every `prune_interval_seconds`."""
+        keep = timedelta(days=self.settings.store.retention_days)
+        while True:
+            report = await self.store.prune(older_than=self.clock.now() - keep)
+            if report.snapshots_deleted:
+                logger.info(
+                    "retention: pruned %d snapshots (%d metric rows) older than %g days",
+                    report.snapshots_deleted,
+                    report.metric_rows_deleted,
+                    self.settings.store.retention_days,
+                )
+            await self.clock.sleep(self.settings.store.prune_interval_seconds)
 
 
 def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]:
@@ -127,6 +145,7 @@ async def open_app(
             subscriptions.install(mcp)
             yield App(
                 settings=settings,
+                clock=clock,
                 store=store,
                 supervisor=Supervisor(
                     store,

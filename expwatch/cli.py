@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import click
 
-from store import ConfigError
+from store import ConfigError, Store
 
 from . import __version__
 from .app import open_app
@@ -145,6 +146,38 @@ def check_config(config_path: Path | None) -> None:
         f"configuration OK: {len(settings.sources)} source(s), "
         f"{len(settings.alerts.targets)} alert target(s), database {settings.database_url()}"
     )
+
+
+@main.command()
+@config_option
+@click.option(
+    "--older-than-days",
+    type=float,
+    default=None,
+    help="Prune snapshots older than this (default: [store] retention_days).",
+)
+@click.option("--vacuum", is_flag=True, help="Also give freed space back (SQLite VACUUM).")
+def prune(config_path: Path | None, older_than_days: float | None, vacuum: bool) -> None:
+    """Prune old snapshots, keeping those events refer to and each day's first and last."""
+    settings = load_settings(config_path)
+    days = older_than_days if older_than_days is not None else settings.store.retention_days
+    if days <= 0:
+        click.echo("expwatch: nothing to prune: retention_days is 0 (keep everything)", err=True)
+        sys.exit(EXIT_CONFIG)
+
+    async def main_() -> None:
+        store = await Store.open(settings.database_url())
+        try:
+            report = await store.prune(older_than=datetime.now(UTC) - timedelta(days=days))
+            await store.checkpoint(vacuum=vacuum)
+        finally:
+            await store.aclose()
+        click.echo(
+            f"pruned {report.snapshots_deleted} snapshots "
+            f"({report.metric_rows_deleted} metric rows) older than {days:g} days"
+        )
+
+    run_async(main_)
 
 
 from .cli_store import events, history, status  # noqa: E402  (commands register on import)

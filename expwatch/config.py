@@ -33,6 +33,8 @@ class StoreSettings(_Section):
     url: str | None = Field(
         default=None, description="SQLAlchemy URL; overrides `path` (e.g. PostgreSQL)"
     )
+    retention_days: float = Field(default=0, ge=0)
+    prune_interval_seconds: float = Field(default=86400, gt=0)
 
 
 class WatcherSettings(_Section):

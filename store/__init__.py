@@ -26,6 +26,7 @@ from .records import (
     VariationResult,
     Verdict,
 )
+from .retention import PruneReport
 from .store import Detector, Store, utc_now
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "MetricRole",
     "PayloadError",
     "PollOutcome",
+    "PruneReport",
     "Snapshot",
     "SourceError",
     "SourceRejected",

@@ -44,7 +44,8 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql(begin)
 
 
 class Database:
@@ -91,6 +92,15 @@ class Database:
                 yield conn
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise StoreError(f"database write failed ({self._where()}): {exc}") from exc
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A writer connection outside any transaction (for VACUUM and checkpoints)."""
+        try:
+            async with self._writer.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StoreError(f"database maintenance failed ({self._where()}): {exc}") from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

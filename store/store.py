@@ -23,6 +23,7 @@ from .records import (
     StoredSnapshot,
     Verdict,
 )
+from .retention import PruneReport, checkpoint, prune_snapshots
 
 
 def utc_now() -> datetime:
@@ -159,6 +160,14 @@ class Store:
                         consumer=consumer, position=position, updated_at=now
                     )
                 )
+
+    async def prune(self, *, older_than: datetime) -> PruneReport:
+        """Retention: see `store.retention.prune_snapshots`."""
+        return await prune_snapshots(self.database, older_than=older_than)
+
+    async def checkpoint(self, *, vacuum: bool = False) -> None:
+        """Fold SQLite's write-ahead log into the file (and optionally VACUUM)."""
+        await checkpoint(self.database, vacuum=vacuum)
 
     # -- reads ----------------------------------------------------------------------------
 

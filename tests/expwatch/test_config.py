@@ -40,6 +40,8 @@ def test_the_example_config_is_valid_and_documents_every_key() -> None:
         "host",
         "port",
         "event_poll_interval_seconds",
+        "retention_days",
+        "prune_interval_seconds",
     ]
     for key in keys:
         assert f"{key} =" in text, f"config.example.toml does not document {key}"
