@@ -27,11 +27,13 @@ from .records import (
     Verdict,
 )
 from .retention import PruneReport
+from .state import Delivery, RuntimeState
 from .store import Detector, Store, utc_now
 
 __all__ = [
     "ConfigError",
     "Database",
+    "Delivery",
     "DeliveryError",
     "Detector",
     "Event",
@@ -44,6 +46,7 @@ __all__ = [
     "PayloadError",
     "PollOutcome",
     "PruneReport",
+    "RuntimeState",
     "Snapshot",
     "SourceError",
     "SourceRejected",

@@ -24,6 +24,7 @@ from .records import (
     Verdict,
 )
 from .retention import PruneReport, checkpoint, prune_snapshots
+from .state import RuntimeState
 
 
 def utc_now() -> datetime:
@@ -54,6 +55,8 @@ class Store:
     def __init__(self, database: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.database = database
         self._clock = clock
+        self.state = RuntimeState(database, clock=clock)
+        """Breaker state, the watch list and alert deliveries."""
         self._events_committed = anyio.Event()
 
     @classmethod

@@ -1,0 +1,123 @@
+"""Run-time state that must survive restarts: per-source state (the circuit breaker), the
+watch list, and alert delivery outcomes per event and target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from . import schema
+from .database import Database
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one event at one alert target."""
+
+    event_id: int
+    target: str
+    status: str  # "delivered" | "failed" | "suppressed" | "pending"
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class RuntimeState:
+    """Small keyed records, each written in its own short transaction."""
+
+    def __init__(self, database: Database, *, clock: Callable[[], datetime]) -> None:
+        self._database = database
+        self._clock = clock
+
+    async def save_source(self, name: str, state: dict[str, Any]) -> None:
+        """Replace the saved state of source `name` (e.g. its circuit breaker)."""
+        t = schema.sources
+        now = self._clock()
+        async with self._database.write() as conn:
+            changed = await conn.execute(
+                update(t).where(t.c.name == name).values(state=state, updated_at=now)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(insert(t).values(name=name, state=state, updated_at=now))
+
+    async def sources(self) -> dict[str, dict[str, Any]]:
+        """The saved state of every source, by name."""
+        async with self._database.read() as conn:
+            rows = await conn.execute(select(schema.sources.c.name, schema.sources.c.state))
+            return {r.name: dict(r.state) for r in rows}
+
+    async def watch(self, source: str, experiment_id: str) -> bool:
+        """Add an experiment to the watch list; False if it was already there."""
+        t = schema.watch_list
+        async with self._database.write() as conn:
+            present = await conn.scalar(
+                select(t.c.experiment_id).where(
+                    t.c.source == source, t.c.experiment_id == experiment_id
+                )
+            )
+            if present is not None:
+                return False
+            await conn.execute(
+                insert(t).values(source=source, experiment_id=experiment_id, added_at=self._clock())
+            )
+            return True
+
+    async def unwatch(self, source: str, experiment_id: str) -> bool:
+        """Remove an experiment from the watch list; False if it was not there."""
+        t = schema.watch_list
+        async with self._database.write() as conn:
+            result = await conn.execute(
+                delete(t).where(t.c.source == source, t.c.experiment_id == experiment_id)
+            )
+            return bool(result.rowcount)
+
+    async def watch_list(self, source: str | None = None) -> list[tuple[str, str]]:
+        """(source, experiment id) pairs explicitly watched, in the order they were added."""
+        t = schema.watch_list
+        query = select(t.c.source, t.c.experiment_id).order_by(t.c.added_at, t.c.experiment_id)
+        if source is not None:
+            query = query.where(t.c.source == source)
+        async with self._database.read() as conn:
+            return [(r.source, r.experiment_id) for r in await conn.execute(query)]
+
+    async def record_delivery(
+        self, event_id: int, target: str, *, status: str, error: str | None = None
+    ) -> Delivery:
+        """Record an attempt's outcome; attempts count up across calls."""
+        t = schema.deliveries
+        now = self._clock()
+        async with self._database.write() as conn:
+            attempts = await conn.scalar(
+                select(t.c.attempts).where(t.c.event_id == event_id, t.c.target == target)
+            )
+            error_text = error[:1000] if error else None
+            values = {"status": status, "last_error": error_text, "updated_at": now}
+            if attempts is None:
+                attempts = 1
+                await conn.execute(
+                    insert(t).values(event_id=event_id, target=target, attempts=1, **values)
+                )
+            else:
+                attempts += 1
+                await conn.execute(
+                    update(t)
+                    .where(t.c.event_id == event_id, t.c.target == target)
+                    .values(attempts=attempts, **values)
+                )
+        return Delivery(event_id, target, status, attempts, error_text, now)
+
+    async def deliveries(self, *, status: str | None = None) -> list[Delivery]:
+        """Delivery records, oldest event first, optionally of one status."""
+        t = schema.deliveries
+        query = select(t).order_by(t.c.event_id, t.c.target)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        async with self._database.read() as conn:
+            return [
+                Delivery(r.event_id, r.target, r.status, r.attempts, r.last_error, r.updated_at)
+                for r in await conn.execute(query)
+            ]

@@ -1,0 +1,44 @@
+"""Run-time state survives a restart: breaker state, the watch list, alert deliveries."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import Store
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_source_state_survives_reopening_the_database(database_url: str) -> None:
+    """What the watcher saved about a source is there after a restart, replaced not merged."""
+    first = await Store.open(database_url)
+    await first.state.save_source("gb", {"breaker": "open", "failures": 5})
+    await first.state.save_source("gb", {"breaker": "half_open", "failures": 5})
+    await first.aclose()
+    second = await Store.open(database_url)
+    try:
+        assert await second.state.sources() == {"gb": {"breaker": "half_open", "failures": 5}}
+    finally:
+        await second.aclose()
+
+
+async def test_the_watch_list_adds_once_and_removes(store: Store) -> None:
+    """Watching twice is a no-op that says so; unwatching an unknown id says so too."""
+    assert await store.state.watch("gb", "exp_a")
+    assert not await store.state.watch("gb", "exp_a")
+    assert await store.state.watch("statsig", "checkout")
+    assert await store.state.watch_list("gb") == [("gb", "exp_a")]
+    assert await store.state.unwatch("gb", "exp_a")
+    assert not await store.state.unwatch("gb", "exp_a")
+    assert await store.state.watch_list() == [("statsig", "checkout")]
+
+
+async def test_delivery_attempts_are_counted_per_event_and_target(store: Store) -> None:
+    """Each attempt updates the record; failures keep their reason, shortened."""
+    await store.state.record_delivery(7, "slack", status="failed", error="HTTP 500" * 300)
+    delivered = await store.state.record_delivery(7, "slack", status="delivered")
+    await store.state.record_delivery(7, "email", status="failed", error="refused")
+    assert delivered.attempts == 2 and delivered.last_error is None
+    [failed] = await store.state.deliveries(status="failed")
+    assert (failed.target, failed.attempts, failed.last_error) == ("email", 1, "refused")
+    assert len(await store.state.deliveries()) == 2
