@@ -21,7 +21,6 @@ from .records import (
     PollOutcome,
     Snapshot,
     StoredSnapshot,
-    Verdict,
 )
 from .retention import PruneReport, checkpoint, prune_snapshots
 from .state import RuntimeState
@@ -234,8 +233,9 @@ class Store:
             row = await rows.experiment_row(conn, None, experiment_id)
             if row is None:
                 raise await self._unknown(experiment_id)
+            columns = [m.c[name] for name in MetricPoint.model_fields]
             result = await conn.execute(
-                select(m)
+                select(*columns)
                 .where(
                     m.c.experiment_pk == row["id"],
                     m.c.metric_id == metric_id,
@@ -244,22 +244,10 @@ class Store:
                 )
                 .order_by(m.c.snapshot_id)
             )
-            return [
-                MetricPoint(
-                    snapshot_id=r.snapshot_id,
-                    fetched_at=r.fetched_at,
-                    upstream_updated_at=r.upstream_updated_at,
-                    users=r.users,
-                    mean=r.mean,
-                    relative_change=r.relative_change,
-                    ci_low=r.ci_low,
-                    ci_high=r.ci_high,
-                    p_value=r.p_value,
-                    chance_to_win=r.chance_to_win,
-                    platform_verdict=Verdict(r.platform_verdict),
-                )
-                for r in result
-            ]
+            names = list(MetricPoint.model_fields)
+            # Positional rows and dict-based construction: a trajectory can hold thousands
+            # of points, and per-row attribute access dominated the query's time.
+            return [MetricPoint(**dict(zip(names, values, strict=True))) for values in result]
 
     async def events_after(
         self,
