@@ -16,9 +16,17 @@ from fastmcp import FastMCP
 from alerts import AlertDispatcher, AlertTarget, Notifier, is_valid_apprise_url
 from mcp_server import ResourceNotifier, ResourceSubscriptions, ResponseCache, build_server
 from store import ConfigError, Store
-from watcher import Clock, CycleReport, GrowthBookSource, Source, Supervisor, SystemClock
+from watcher import (
+    Clock,
+    CycleReport,
+    GrowthBookSource,
+    Source,
+    StatsigSource,
+    Supervisor,
+    SystemClock,
+)
 
-from .config import Settings
+from .config import Settings, StatsigSourceSettings
 from .serving import serve_asgi
 
 logger = logging.getLogger(__name__)
@@ -95,18 +103,34 @@ class App:
 
 
 def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]:
-    return [
-        GrowthBookSource(
-            name=name,
-            base_url=s.base_url,
-            api_key=s.api_key.get_secret_value(),
-            client=client,
-            status=s.status,
-            project=s.project,
-            ui_url=s.ui_url,
-        )
-        for name, s in settings.sources.items()
-    ]
+    sources: list[Source] = []
+    for name, s in settings.sources.items():
+        key = s.api_key.get_secret_value()
+        if isinstance(s, StatsigSourceSettings):
+            sources.append(
+                StatsigSource(
+                    name=name,
+                    base_url=s.base_url,
+                    api_key=key,
+                    client=client,
+                    status=s.status,
+                    api_version=s.api_version,
+                    ui_url=s.ui_url,
+                )
+            )
+        else:
+            sources.append(
+                GrowthBookSource(
+                    name=name,
+                    base_url=s.base_url,
+                    api_key=key,
+                    client=client,
+                    status=s.status,
+                    project=s.project,
+                    ui_url=s.ui_url,
+                )
+            )
+    return sources
 
 
 def alert_targets(settings: Settings) -> list[AlertTarget]:

@@ -10,9 +10,17 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from store import ConfigError
@@ -53,6 +61,29 @@ class GrowthBookSourceSettings(_Section):
     request_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class StatsigSourceSettings(_Section):
+    kind: Literal["statsig"]
+    base_url: str = Field(default="https://statsigapi.net", pattern=r"^https?://\S+$")
+    api_key: SecretStr
+    status: str | None = "active"
+    api_version: str = "20240601"
+    ui_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+def _source_kind(value: Any) -> str:
+    kind = value.get("kind", "growthbook") if isinstance(value, dict) else value.kind
+    return str(kind)
+
+
+SourceSettings = Annotated[
+    Annotated[GrowthBookSourceSettings, Tag("growthbook")]
+    | Annotated[StatsigSourceSettings, Tag("statsig")],
+    Discriminator(_source_kind),
+]
+SOURCE_KINDS = ("growthbook", "statsig")
+
+
 class AlertTargetSettings(_Section):
     url: SecretStr
 
@@ -81,7 +112,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store: StoreSettings = StoreSettings()
     watcher: WatcherSettings = WatcherSettings()
-    sources: dict[str, GrowthBookSourceSettings] = {}
+    sources: dict[str, SourceSettings] = {}
     alerts: AlertSettings = AlertSettings()
     mcp: McpSettings = McpSettings()
     config_path: Path | None = Field(default=None, exclude=True)
@@ -154,10 +185,14 @@ def _config_error(exc: ValidationError, where: str) -> ConfigError:
     problems = []
     first_key = None
     for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"])
+        loc, tag = error["loc"], None
+        if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
+            tag = str(loc[2])
+            loc = (*loc[:2], *loc[3:])  # the union's tag is not a key the user wrote
+        key = ".".join(str(p) for p in loc)
         first_key = first_key or key
         if error["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key{_suggest(error['loc'])}")
+            problems.append(f"{key}: unknown key{_suggest(loc, tag)}")
         elif error["type"] == "missing":
             problems.append(f"{key}: required key is missing")
         else:
@@ -167,22 +202,26 @@ def _config_error(exc: ValidationError, where: str) -> ConfigError:
     return ConfigError(f"invalid configuration in {where}:\n  {listing}", path=where, key=first_key)
 
 
-def _suggest(loc: tuple[int | str, ...]) -> str:
+def _suggest(loc: tuple[int | str, ...], tag: str | None) -> str:
+    model = _section_model(loc, tag)
+    if model is None:
+        return ""
+    known = [k for k in model.model_fields if k != "config_path"]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+
+
+def _section_model(loc: tuple[int | str, ...], tag: str | None) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (None if it cannot be told)."""
+    if loc[0] == "sources" and len(loc) == 3:
+        return StatsigSourceSettings if tag == "statsig" else GrowthBookSourceSettings
+    if loc[:2] == ("alerts", "targets") and len(loc) == 4:
+        return AlertTargetSettings
     model: type[BaseModel] = Settings
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif str(part) not in model.model_fields:
-            # inside a dict of named sections (sources.NAME, alerts.targets.NAME)
-            continue
-        else:
-            args = getattr(annotation, "__args__", ())
-            nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not nested:
-                return ""
-            model = nested[-1]
-    known = [k for k in model.model_fields if k != "config_path"]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import anyio
+import httpx
 from aiosmtpd.controller import Controller
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -142,3 +143,13 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer(port=port, messages=collector)
     finally:
         controller.stop()
+
+
+class HostRouter(httpx.AsyncBaseTransport):
+    """Sends each request to the in-process ASGI app registered for its host name."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self._transports = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transports[request.url.host].handle_async_request(request)

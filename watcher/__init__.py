@@ -3,6 +3,7 @@
 from .clock import Clock, SystemClock
 from .detect import DEFAULT_SRM_THRESHOLD, ChangeDetector
 from .growthbook import GrowthBookSource
+from .statsig import StatsigSource
 from .supervisor import CycleReport, Source, Supervisor
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "CycleReport",
     "GrowthBookSource",
     "Source",
+    "StatsigSource",
     "Supervisor",
     "SystemClock",
 ]

@@ -40,6 +40,7 @@ def test_the_example_config_is_valid_and_documents_every_key() -> None:
         "host",
         "port",
         "event_poll_interval_seconds",
+        "api_version",
         "retention_days",
         "prune_interval_seconds",
     ]

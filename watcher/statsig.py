@@ -1,0 +1,263 @@
+"""Statsig Console API source: list experiments, read Pulse per group pair, normalize them.
+
+`fetch_results` reads one experiment, then Pulse for every (control, test) group pair, and
+merges them into one snapshot (see `watcher.statsig_payloads` for the payloads, units and the
+verdict rule). Payloads that do not fit become a PayloadError for that experiment naming the
+offending path; httpx errors and HTTP statuses become SourceUnavailable (retry) or
+SourceRejected (do not), with the API key scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import date
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from store import Experiment, PayloadError, Snapshot, SourceRejected, SourceUnavailable
+
+from .statsig_payloads import (
+    ExperimentList,
+    ExperimentPayload,
+    ExperimentResponse,
+    Group,
+    PulseData,
+    PulseResponse,
+    metrics_of,
+    pair_groups,
+    to_experiment,
+    to_snapshot,
+)
+
+__all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
+
+API_VERSION = "20240601"
+DEFAULT_BASE_URL = "https://statsigapi.net"
+PAGE_LIMIT = 100
+_KEYS_PAGE = "https://console.statsig.com/api_keys"
+_SECRET_PATTERNS = (
+    re.compile(r"(Key:\s*)\S+", re.IGNORECASE),
+    re.compile(r"\b(console-|secret-)[A-Za-z0-9_\-]+"),
+)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class StatsigSource:
+    """One Statsig project reached with one Console API key."""
+
+    kind = "statsig"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: str,
+        client: httpx.AsyncClient,
+        base_url: str = DEFAULT_BASE_URL,
+        status: str | None = "active",
+        api_version: str = API_VERSION,
+        ui_url: str | None = None,
+        page_size: int = PAGE_LIMIT,
+    ) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._api = self._base + "/console/v1"
+        self._api_key = api_key
+        self._headers = {"STATSIG-API-KEY": api_key, "STATSIG-API-VERSION": api_version}
+        self._client = client
+        self._status = status
+        self._ui_url = ui_url.rstrip("/") if ui_url else None
+        self._page_size = page_size
+        self._known_ids: set[str] = set()
+
+    async def list_experiments(self) -> list[Experiment]:
+        """Every experiment matching the status filter, following `pagination.nextPage`."""
+        found: list[Experiment] = []
+        page = 1
+        while True:
+            params: dict[str, str | int] = {"page": page, "limit": self._page_size}
+            if self._status:
+                params["status"] = self._status
+            listed = await self._get("/experiments", ExperimentList, params=params)
+            found.extend(self._experiment(e) for e in listed.data)
+            if listed.pagination.nextPage is None:
+                break
+            next_page = _page_of(listed.pagination.nextPage) or page + 1
+            if next_page <= page:
+                raise PayloadError(
+                    f"Statsig pagination did not advance (page {page} → {next_page})",
+                    source=self.name,
+                )
+            page = next_page
+        self._known_ids.update(e.experiment_id for e in found)
+        return found
+
+    async def fetch_results(self, experiment: Experiment) -> tuple[Experiment, Snapshot | None]:
+        """The experiment as Statsig describes it now and its latest Pulse, merged over pairs.
+
+        The snapshot is None while Pulse is not yet available (or the experiment never started).
+        """
+        return await self._fetch(experiment.experiment_id, day=None)
+
+    async def fetch_results_on(
+        self, experiment: Experiment, day: date
+    ) -> tuple[Experiment, Snapshot | None]:
+        """Like `fetch_results`, with Pulse's cumulative results as of `day` (history backfill)."""
+        return await self._fetch(experiment.experiment_id, day=day)
+
+    async def _fetch(
+        self, experiment_id: str, *, day: date | None
+    ) -> tuple[Experiment, Snapshot | None]:
+        path = f"/experiments/{experiment_id}"
+        payload = (await self._get(path, ExperimentResponse, experiment_id=experiment_id)).data
+        current = self._experiment(payload)
+        control, tests = pair_groups(payload)
+        if payload.status == "setup" or control is None or not tests:
+            return current, None
+        pulses: list[tuple[Group, PulseData]] = []
+        for test in tests:
+            params: dict[str, str | int] = {"control": str(control.id), "test": str(test.id)}
+            if day is not None:
+                params["date"] = day.isoformat()
+            try:
+                response = await self._get(
+                    f"{path}/pulse_results",
+                    PulseResponse,
+                    params=params,
+                    experiment_id=experiment_id,
+                )
+            except _PulseNotAvailable:
+                return current, None  # every pair loads together: no partial snapshot
+            pulses.append((test, response.data))
+        if not any(metrics_of(data) for _, data in pulses):
+            return current, None
+        return current, to_snapshot(payload, control, pulses, source=self.name, day=day)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _get(
+        self,
+        path: str,
+        model: type[_M],
+        *,
+        params: dict[str, str | int] | None = None,
+        experiment_id: str | None = None,
+    ) -> _M:
+        try:
+            response = await self._client.get(
+                self._api + path, params=params, headers=self._headers
+            )
+        except httpx.TimeoutException as exc:
+            raise SourceUnavailable(
+                f"Statsig did not answer GET {path} in time",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise SourceUnavailable(
+                f"cannot reach Statsig at {self._base}: {type(exc).__name__}",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+        self._raise_for_status(response, path, experiment_id)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"Statsig GET {path} returned an unexpected payload: {_summarize(exc)}",
+                source=self.name,
+                experiment_id=experiment_id,
+            ) from exc
+
+    def _raise_for_status(
+        self, response: httpx.Response, path: str, experiment_id: str | None
+    ) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = self._redact(_error_message(response))
+        where = f"Statsig GET {path} → HTTP {status}: {message}"
+        if status == 400 and "not" in message.lower() and "available" in message.lower():
+            raise _PulseNotAvailable
+        if status == 429 or status >= 500:
+            raise SourceUnavailable(
+                where,
+                source=self.name,
+                experiment_id=experiment_id,
+                status_code=status,
+                retry_after_seconds=_retry_after_seconds(response),
+            )
+        if status == 401:
+            where += (
+                f" — source {self.name!r} needs an active Console API key (console-…); "
+                f"create one at {_KEYS_PAGE} and set it as the source's api_key"
+            )
+        elif status == 403:
+            where += (
+                f" — the Console API key of source {self.name!r} lacks permission to read "
+                f"experiments and Pulse results; use a key with read access to this project"
+            )
+        elif status == 404 and experiment_id is not None:
+            close = difflib.get_close_matches(experiment_id, sorted(self._known_ids), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            where = f"Statsig experiment {experiment_id!r} not found ({where}).{hint}"
+        raise SourceRejected(
+            where, source=self.name, experiment_id=experiment_id, status_code=status
+        )
+
+    def _experiment(self, payload: ExperimentPayload) -> Experiment:
+        return to_experiment(payload, source=self.name, ui_url=self._ui_url)
+
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "[redacted]")
+        text = _SECRET_PATTERNS[0].sub(r"\1[redacted]", text)
+        return _SECRET_PATTERNS[1].sub(r"\1[redacted]", text)
+
+
+class _PulseNotAvailable(Exception):
+    """Statsig's 400 "Pulse results are not yet available": a state, not an error."""
+
+
+def _page_of(next_page: str) -> int | None:
+    """The `page` a `nextPage` link names (`/path?page=2`, `host/path?page=2`, `?page=2`)."""
+    values = parse_qs(urlsplit(next_page).query).get("page")
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:500]
+    return response.reason_phrase
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    for header in ("Retry-After", "RateLimit-Reset"):
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            continue
+    return None
+
+
+def _summarize(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(root)"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{location}: {first['msg']}{extra}"
