@@ -55,6 +55,15 @@ def render(event: Event) -> Message:
             title = f"{name}: status {event.before} → {event.after}"
             lines = [title + "."]
             severity = "info"
+        case EventKind.HEALTH_CHECK_CHANGED:
+            check = d.get("check", "health check")
+            title = f"{name}: {check} is now {event.after}"
+            lines = [f"Health check {check}: {event.before or 'not seen'} → {event.after}."]
+            severity = (
+                "failure"
+                if event.after == "failed"
+                else ("warning" if event.after == "warning" else "success")
+            )
         case EventKind.SOURCE_ERROR:
             title = f"expwatch: source {event.source} failing"
             lines = [f"{event.after}"]

@@ -41,6 +41,7 @@ class EventKind(StrEnum):
     SRM_DETECTED = "srm_detected"
     SRM_CLEARED = "srm_cleared"
     STATUS_CHANGED = "status_changed"
+    HEALTH_CHECK_CHANGED = "health_check_changed"
     SOURCE_ERROR = "source_error"
     SOURCE_RECOVERED = "source_recovered"
 
@@ -104,6 +105,28 @@ class MetricResult(_Record):
         return next((v for v in self.variations if v.variation_id == variation_id), None)
 
 
+class HealthStatus(StrEnum):
+    """A platform health check's state (Statsig's values; GrowthBook's checks map onto them)."""
+
+    WAITING = "waiting"
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+
+
+class HealthCheck(_Record):
+    """One health check of an experiment, as the platform reported it. `name` is the
+    platform's label (Statsig's changes with the status); `key` identifies the check."""
+
+    name: str
+    status: HealthStatus
+    check_type: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.check_type or self.name
+
+
 class Snapshot(_Record):
     """The results of one experiment at one moment (its overall, undimensioned row)."""
 
@@ -115,7 +138,11 @@ class Snapshot(_Record):
     engine: str = ""
     total_users: float = 0.0
     srm_p_value: float | None = None
+    health_checks: tuple[HealthCheck, ...] = ()
     metrics: tuple[MetricResult, ...] = ()
+
+    def health_check(self, key: str) -> HealthCheck | None:
+        return next((c for c in self.health_checks if c.key == key), None)
 
     def metric(self, metric_id: str) -> MetricResult | None:
         return next((m for m in self.metrics if m.metric_id == metric_id), None)

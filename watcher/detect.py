@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from store import Event, EventKind, Experiment, Snapshot, Verdict
+from store import Event, EventKind, Experiment, HealthStatus, Snapshot, Verdict
 
 DEFAULT_SRM_THRESHOLD = 0.001
 
@@ -51,6 +51,36 @@ class ChangeDetector:
             previous = None  # a new phase starts from a clean slate
         events.extend(self._significance(after, previous, current, when))
         events.extend(self._srm(after, previous, current, when))
+        events.extend(self._health(after, previous, current, when))
+        return events
+
+    def _health(
+        self, experiment: Experiment, previous: Snapshot | None, current: Snapshot, when: datetime
+    ) -> list[Event]:
+        """A health check whose status changed (first sight counts only if not passing)."""
+        events = []
+        for check in current.health_checks:
+            old = previous.health_check(check.key) if previous else None
+            if old is not None and old.status == check.status:
+                continue
+            if old is None and check.status in (HealthStatus.PASSED, HealthStatus.WAITING):
+                continue
+            events.append(
+                Event(
+                    kind=EventKind.HEALTH_CHECK_CHANGED,
+                    source=current.source,
+                    experiment_id=current.experiment_id,
+                    before=old.status.value if old else None,
+                    after=check.status.value,
+                    details={
+                        "experiment_name": experiment.name,
+                        "check": check.name,
+                        "check_type": check.key,
+                        "url": experiment.url,
+                    },
+                    occurred_at=when,
+                )
+            )
         return events
 
     def _significance(

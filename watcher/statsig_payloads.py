@@ -25,6 +25,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from store import (
     Experiment,
+    HealthStatus,
     MetricResult,
     MetricRole,
     Snapshot,
@@ -32,6 +33,7 @@ from store import (
     VariationResult,
     Verdict,
 )
+from store import HealthCheck as StoreHealthCheck
 
 __all__ = [
     "ExperimentList",
@@ -261,7 +263,23 @@ def to_snapshot(
         engine="frequentist-sequential" if e.sequentialTesting else "frequentist",
         total_users=sum(units.values()),
         srm_p_value=None,  # Statsig reports exposure balance as a health check, not a p-value
+        health_checks=health_checks(e),
         metrics=metrics_out,
+    )
+
+
+def health_checks(e: ExperimentPayload) -> tuple[StoreHealthCheck, ...]:
+    """The experiment's health checks; a status Statsig adds later reads as waiting."""
+    known = {status.value for status in HealthStatus}
+    return tuple(
+        StoreHealthCheck(
+            name=check.name,
+            status=HealthStatus(check.status.lower())
+            if check.status.lower() in known
+            else HealthStatus.WAITING,
+            check_type=check.type or "",
+        )
+        for check in e.healthChecks
     )
 
 

@@ -47,8 +47,9 @@ def test_a_statsig_source_is_chosen_by_kind_and_its_typos_are_explained(tmp_path
 async def test_one_cycle_polls_growthbook_and_statsig_and_each_story_unfolds(
     tmp_path: Path,
 ) -> None:
-    """With both platforms configured, each cycle records both, and Statsig's checkout
-    conversion turning significant is an event like GrowthBook's."""
+    """With both platforms configured, each cycle records both; Statsig's checkout conversion
+    turning significant is an event like GrowthBook's, and its exposure-balance health check
+    going from passed to warning to failed gives one event per change."""
     clock = ManualClock()
     gb = build_growthbook_app(
         default_scenario(start=clock.now(), refresh_seconds=REFRESH),
@@ -69,7 +70,7 @@ async def test_one_cycle_polls_growthbook_and_statsig_and_each_story_unfolds(
     transport = HostRouter({"gb.test": gb, "ss.test": ss})
     async with open_app(settings, clock=clock, transport=transport) as app:
         kinds_by_refresh = {}
-        for refresh in range(5):
+        for refresh in range(9):
             clock.advance(REFRESH if refresh else 1)
             report = await app.supervisor.poll_once()
             assert not report.errors, report.errors
@@ -80,3 +81,8 @@ async def test_one_cycle_polls_growthbook_and_statsig_and_each_story_unfolds(
         assert ("gb", EventKind.SIGNIFICANCE_CHANGED) in kinds_by_refresh[3]
         statsig = await app.store.latest_snapshot("checkout_redesign")
         assert statsig is not None and statsig.snapshot.source == "ss"
+        health = await app.store.events_after(
+            0, experiment_id="checkout_redesign", kinds=[EventKind.HEALTH_CHECK_CHANGED]
+        )
+        balance = [(e.before, e.after) for e in health if "balanced" in e.details["check_type"]]
+        assert balance == [("passed", "warning"), ("warning", "failed")]
