@@ -1,0 +1,116 @@
+"""Statistics for a watcher that polls: valid however often results are looked at.
+
+A pure package (numpy and scipy only; no I/O, no store): per-arm summaries (`arms`), effects
+and fixed-horizon tests and the Bayesian chance to win (`effects`), the anytime-valid
+confidence sequence and its running minimum (`sequential`), sample ratio mismatch (`srm`),
+multiple-testing corrections (`multiple`), our per-poll verdict (`verdict`) and the seeded
+A/A and A/B simulations behind `bench/aa_simulation.py` (`simulation`). Formulas and sources:
+research/statistics.md.
+"""
+
+from .arms import ArmSummary, MetricKind, arm_from_conversions, arm_from_mean, arm_from_sums
+from .effects import (
+    DEFAULT_ALPHA,
+    Alternative,
+    BayesianResult,
+    Difference,
+    Effect,
+    FixedHorizonTest,
+    Interval,
+    NormalPrior,
+    absolute_difference,
+    chance_to_win,
+    effect_between,
+    relative_lift,
+    welch_degrees_of_freedom,
+    welch_t_test,
+    z_test,
+)
+from .multiple import benjamini_hochberg, bonferroni, bonferroni_level, holm
+from .sequential import (
+    DEFAULT_TUNING,
+    RunningMinimum,
+    SequenceDesign,
+    always_valid_p_value,
+    always_valid_p_values,
+    boundary_multiplier,
+    confidence_sequence,
+    mixing_variance,
+    resume,
+    same_weights,
+)
+from .srm import (
+    DEFAULT_SRM_ALPHA,
+    DEFAULT_SRM_CONCENTRATION,
+    MINIMUM_USERS_PER_VARIATION,
+    SequentialSrm,
+    log_srm_bayes_factor,
+    log_srm_bayes_factors,
+    observe_srm,
+    sequential_srm_p_value,
+    srm_chi_square_p_value,
+    srm_chi_square_p_values,
+)
+from .verdict import (
+    DEFAULT_MINIMUM_CONVERSIONS,
+    DEFAULT_MINIMUM_UNITS,
+    Estimate,
+    Outcome,
+    Role,
+    SequentialVerdict,
+    judge,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MINIMUM_CONVERSIONS",
+    "DEFAULT_MINIMUM_UNITS",
+    "DEFAULT_SRM_ALPHA",
+    "DEFAULT_SRM_CONCENTRATION",
+    "DEFAULT_TUNING",
+    "MINIMUM_USERS_PER_VARIATION",
+    "Alternative",
+    "ArmSummary",
+    "BayesianResult",
+    "Difference",
+    "Effect",
+    "Estimate",
+    "FixedHorizonTest",
+    "Interval",
+    "MetricKind",
+    "NormalPrior",
+    "Outcome",
+    "Role",
+    "RunningMinimum",
+    "SequenceDesign",
+    "SequentialSrm",
+    "SequentialVerdict",
+    "absolute_difference",
+    "always_valid_p_value",
+    "always_valid_p_values",
+    "arm_from_conversions",
+    "arm_from_mean",
+    "arm_from_sums",
+    "benjamini_hochberg",
+    "bonferroni",
+    "bonferroni_level",
+    "boundary_multiplier",
+    "chance_to_win",
+    "confidence_sequence",
+    "effect_between",
+    "holm",
+    "judge",
+    "log_srm_bayes_factor",
+    "log_srm_bayes_factors",
+    "mixing_variance",
+    "observe_srm",
+    "relative_lift",
+    "resume",
+    "same_weights",
+    "sequential_srm_p_value",
+    "srm_chi_square_p_value",
+    "srm_chi_square_p_values",
+    "welch_degrees_of_freedom",
+    "welch_t_test",
+    "z_test",
+]
