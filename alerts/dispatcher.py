@@ -8,7 +8,7 @@ only what was not confirmed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,7 +16,7 @@ import anyio
 import apprise
 from anyio.abc import TaskStatus
 
-from store import DeliveryError, Event, Store
+from store import DeliveryError, Event, EventKind, Store
 
 from .render import Message, render
 
@@ -75,6 +75,7 @@ class AlertDispatcher:
         targets: Sequence[AlertTarget],
         *,
         notifier: Notifier | None = None,
+        event_kinds: Iterable[EventKind] | None = None,
         poll_interval_seconds: float = 1.0,
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
@@ -84,6 +85,8 @@ class AlertDispatcher:
         self._store = store
         self.targets = list(targets)
         self._notifier = notifier or AppriseNotifier()
+        self.event_kinds = frozenset(event_kinds) if event_kinds is not None else None
+        """Kinds that alert (None: all); other events are passed over."""
         self.poll_interval_seconds = poll_interval_seconds
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
@@ -141,6 +144,10 @@ class AlertDispatcher:
         while events := await self._store.events_after(position):
             for event in events:
                 assert event.id is not None
+                if self.event_kinds is not None and event.kind not in self.event_kinds:
+                    position = event.id
+                    await self._store.save_cursor(target.cursor_name, position)
+                    continue
                 # A send the target confirmed must be marked, even while shutting down,
                 # or it would go out twice; the shield is bounded by the send timeout.
                 with anyio.CancelScope(shield=True) as scope:

@@ -22,6 +22,7 @@ from watcher import (
     GrowthBookSource,
     Source,
     StatsigSource,
+    StatsPolicy,
     Supervisor,
     SystemClock,
 )
@@ -177,12 +178,19 @@ async def open_app(
                     clock=clock,
                     poll_interval_seconds=settings.watcher.poll_interval_seconds,
                     poll_timeout_seconds=settings.watcher.poll_timeout_seconds,
-                    srm_threshold=settings.watcher.srm_threshold,
+                    policy=StatsPolicy(
+                        alpha=settings.watcher.alpha,
+                        tuning=settings.watcher.sequential_tuning,
+                        srm_alpha=settings.watcher.srm_threshold,
+                        minimum_units=settings.watcher.minimum_units,
+                        minimum_conversions=settings.watcher.minimum_conversions,
+                    ),
                 ),
                 dispatcher=AlertDispatcher(
                     store,
                     targets,
                     notifier=notifier,
+                    event_kinds=settings.alerts.event_kinds,
                     poll_interval_seconds=settings.alerts.poll_interval_seconds,
                 ),
                 cache=cache,

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from store import ConfigError
+from store import ConfigError, EventKind
 
 ENV_PREFIX = "EXPWATCH_"
 CONFIG_ENV = "EXPWATCH_CONFIG"
@@ -49,6 +49,10 @@ class WatcherSettings(_Section):
     poll_interval_seconds: float = Field(default=300.0, gt=0)
     poll_timeout_seconds: float = Field(default=60.0, gt=0)
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    sequential_tuning: float = Field(default=5000, gt=0)
+    minimum_units: float = Field(default=100, ge=0)
+    minimum_conversions: float = Field(default=10, ge=0)
 
 
 class GrowthBookSourceSettings(_Section):
@@ -88,8 +92,14 @@ class AlertTargetSettings(_Section):
     url: SecretStr
 
 
+DEFAULT_ALERT_KINDS = [k.value for k in EventKind if k is not EventKind.PLATFORM_VERDICT_CHANGED]
+
+
 class AlertSettings(_Section):
     targets: dict[str, AlertTargetSettings] = {}
+    event_kinds: list[EventKind] = Field(
+        default_factory=lambda: [EventKind(k) for k in DEFAULT_ALERT_KINDS]
+    )
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0)
 

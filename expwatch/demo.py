@@ -62,7 +62,7 @@ def describe(event: Event) -> str:
         metric = d.get("metric_name", event.metric_id)
         subject += f" · {metric} · {d.get('variation_name', event.variation_id)}"
     return (
-        f"  event #{event.id:<3} {event.kind.value:<21} {subject}: "
+        f"  event #{event.id:<3} {event.kind.value:<24} {subject}: "
         f"{_value(event.before)} → {_value(event.after)}"
     )
 
@@ -121,8 +121,10 @@ async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float)
                     f"  MCP (streamable HTTP)     http://127.0.0.1:{mcp_port}/mcp\n"
                     f"      read experiments://exp_checkout_redesign/results or call the\n"
                     f"      get_experiment_results tool; subscribe to hear of changes.\n"
-                    f"  What to expect: checkout conversion turns significant at refresh 3,\n"
-                    f"  a sample-ratio mismatch appears at refresh 6. Ctrl-C stops.\n"
+                    f"  What to expect on exp_checkout_redesign: GrowthBook calls conversion a\n"
+                    f"  winner at refresh 3 (recorded, not alerted: its test is not valid when\n"
+                    f"  polled); the sequential SRM test fires at refresh 6; expwatch's\n"
+                    f"  anytime-valid verdict confirms the win at refresh 9. Ctrl-C stops.\n"
                 )
                 position = 0
                 while True:

@@ -41,7 +41,13 @@ def results_view(
         "total_users": snapshot.total_users,
     }
     if include_health:
-        view["health"] = {"srm_p_value": snapshot.srm_p_value}
+        view["health"] = {
+            "srm_p_value": snapshot.srm_p_value,
+            "our_srm": snapshot.our_srm.model_dump(mode="json", exclude={"state"})
+            if snapshot.our_srm
+            else None,
+            "checks": [c.model_dump(mode="json") for c in snapshot.health_checks],
+        }
     if include_metrics:
         view["metrics"] = [
             {

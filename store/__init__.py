@@ -13,6 +13,7 @@ from .errors import (
     UnknownExperiment,
 )
 from .records import (
+    Detection,
     Event,
     EventKind,
     Experiment,
@@ -21,6 +22,8 @@ from .records import (
     MetricPoint,
     MetricResult,
     MetricRole,
+    OurSrm,
+    OurVerdict,
     PollOutcome,
     Snapshot,
     StoredSnapshot,
@@ -37,6 +40,7 @@ __all__ = [
     "Database",
     "Delivery",
     "DeliveryError",
+    "Detection",
     "Detector",
     "Event",
     "EventKind",
@@ -47,6 +51,8 @@ __all__ = [
     "MetricPoint",
     "MetricResult",
     "MetricRole",
+    "OurSrm",
+    "OurVerdict",
     "PayloadError",
     "PollOutcome",
     "PruneReport",

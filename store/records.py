@@ -40,6 +40,8 @@ class EventKind(StrEnum):
     SIGNIFICANCE_CHANGED = "significance_changed"
     SRM_DETECTED = "srm_detected"
     SRM_CLEARED = "srm_cleared"
+    PLATFORM_VERDICT_CHANGED = "platform_verdict_changed"
+    """The platform's own verdict flipped (information: its test is not valid under peeking)."""
     STATUS_CHANGED = "status_changed"
     HEALTH_CHECK_CHANGED = "health_check_changed"
     SOURCE_ERROR = "source_error"
@@ -74,6 +76,45 @@ class Experiment(_Record):
     url: str | None = None
 
 
+class OurVerdict(_Record):
+    """expwatch's own, anytime-valid verdict on one variation for one metric at one poll.
+
+    Decided on the absolute difference with a confidence sequence; the relative lift is shown
+    beside it. `state` is the statistics' running state, kept so the next poll resumes it.
+    """
+
+    verdict: Verdict | None
+    """WON / LOST / INCONCLUSIVE, or None while there is too little data to judge."""
+    absolute_change: float | None = None
+    absolute_ci_low: float | None = None
+    absolute_ci_high: float | None = None
+    relative_change: float | None = None
+    relative_ci_low: float | None = None
+    relative_ci_high: float | None = None
+    p_value: float | None = None
+    """This poll's always-valid p-value (multiplicity-adjusted)."""
+    running_p_value: float = 1.0
+    """The smallest adjusted p-value of the phase; significant once it is <= alpha."""
+    alpha: float = 0.05
+    reason: str | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
+class OurSrm(_Record):
+    """expwatch's own sample-ratio check: the sequential multinomial test (anytime-valid)."""
+
+    p_value: float
+    """Running minimum of the sequential SRM p-value in this phase."""
+    chi_square_p_value: float | None = None
+    """The fixed-horizon chi-square p-value (what platforms show), for information."""
+    alpha: float = 0.001
+    state: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_mismatch(self) -> bool:
+        return self.p_value <= self.alpha
+
+
 class VariationResult(_Record):
     """One variation's numbers for one metric, as the platform reported them."""
 
@@ -91,6 +132,7 @@ class VariationResult(_Record):
     p_value: float | None = None
     chance_to_win: float | None = None
     platform_verdict: Verdict = Verdict.INCONCLUSIVE
+    ours: OurVerdict | None = None
 
 
 class MetricResult(_Record):
@@ -140,6 +182,7 @@ class Snapshot(_Record):
     srm_p_value: float | None = None
     health_checks: tuple[HealthCheck, ...] = ()
     metrics: tuple[MetricResult, ...] = ()
+    our_srm: OurSrm | None = None
 
     def health_check(self, key: str) -> HealthCheck | None:
         return next((c for c in self.health_checks if c.key == key), None)
@@ -182,6 +225,13 @@ class StoredSnapshot(_Record):
     snapshot: Snapshot
 
 
+class Detection(_Record):
+    """What a detector derived from one poll: events, and the snapshot to store."""
+
+    events: tuple[Event, ...] = ()
+    snapshot: Snapshot | None = None
+
+
 class PollOutcome(_Record):
     """What recording one poll did."""
 
@@ -204,3 +254,9 @@ class MetricPoint(_Record):
     p_value: float | None
     chance_to_win: float | None
     platform_verdict: Verdict
+    our_verdict: Verdict | None = None
+    our_p_value: float | None = None
+    """Running anytime-valid p-value (adjusted) at that snapshot."""
+    absolute_change: float | None = None
+    absolute_ci_low: float | None = None
+    absolute_ci_high: float | None = None

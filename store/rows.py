@@ -96,6 +96,11 @@ async def insert_snapshot(
             "p_value": v.p_value,
             "chance_to_win": v.chance_to_win,
             "platform_verdict": v.platform_verdict.value,
+            "our_verdict": v.ours.verdict.value if v.ours and v.ours.verdict else None,
+            "our_p_value": v.ours.running_p_value if v.ours else None,
+            "absolute_change": v.ours.absolute_change if v.ours else None,
+            "absolute_ci_low": v.ours.absolute_ci_low if v.ours else None,
+            "absolute_ci_high": v.ours.absolute_ci_high if v.ours else None,
         }
         for metric in snapshot.metrics
         for v in metric.variations

@@ -98,6 +98,11 @@ metric_results = Table(
     Column("p_value", Float),
     Column("chance_to_win", Float),
     Column("platform_verdict", String(20), nullable=False),
+    Column("our_verdict", String(20)),
+    Column("our_p_value", Float),
+    Column("absolute_change", Float),
+    Column("absolute_ci_low", Float),
+    Column("absolute_ci_high", Float),
     Index("ix_metric_results_series", "experiment_pk", "metric_id", "variation_id", "snapshot_id"),
 )
 

@@ -14,6 +14,7 @@ from . import rows, schema
 from .database import Database
 from .errors import UnknownExperiment
 from .records import (
+    Detection,
     Event,
     EventKind,
     Experiment,
@@ -31,7 +32,12 @@ def utc_now() -> datetime:
 
 
 class Detector(Protocol):
-    """Derives events from what changed. Called inside the write transaction of a poll."""
+    """Derives events from what changed. Called inside the write transaction of a poll.
+
+    It returns the events, or a `Detection` that also carries the snapshot to store in place
+    of `current` (the same results with the detector's own assessment added); deduplication
+    always compares the snapshots as the platform gave them.
+    """
 
     def __call__(
         self,
@@ -40,7 +46,7 @@ class Detector(Protocol):
         after: Experiment,
         previous: Snapshot | None,
         current: Snapshot | None,
-    ) -> Sequence[Event]: ...
+    ) -> Sequence[Event] | Detection: ...
 
 
 class Store:
@@ -106,19 +112,25 @@ class Store:
                 if is_new or before != experiment
                 else None
             )
+            events: Sequence[Event] = ()
+            if is_new or before != experiment:
+                detected = detect(
+                    before=before,
+                    after=experiment,
+                    previous=previous.snapshot if previous else None,
+                    current=snapshot if is_new else (previous.snapshot if previous else None),
+                )
+                if isinstance(detected, Detection):
+                    events = detected.events
+                    if is_new and detected.snapshot is not None:
+                        snapshot = detected.snapshot  # assessed; deduplicated by the raw hash
+                else:
+                    events = detected
             snapshot_id = latest_id
             if is_new:
                 assert snapshot is not None and current_hash is not None
                 snapshot_id = await rows.insert_snapshot(
                     conn, experiment_pk, snapshot, current_hash, now
-                )
-            events: Sequence[Event] = ()
-            if is_new or before != experiment:
-                events = detect(
-                    before=before,
-                    after=experiment,
-                    previous=previous.snapshot if previous else None,
-                    current=snapshot if is_new else (previous.snapshot if previous else None),
                 )
             await conn.execute(
                 update(schema.experiments)

@@ -34,22 +34,24 @@ EXPERIMENT = "exp_checkout_redesign"
 URI = f"experiments://{EXPERIMENT}/results"
 
 
-async def conversion_verdict(client: Client) -> str:
+async def conversion_verdicts(client: Client) -> tuple[str | None, str]:
+    """(ours, the platform's) verdict on checkout conversion, as the resource shows them."""
     result = await client.read_resource(URI)
     content = result.contents[0]
     assert isinstance(content, types.TextResourceContents)
     assert KEY not in content.text
     metrics = {m["id"]: m for m in json.loads(content.text)["metrics"]}
-    verdict: str = metrics["met_conversion"]["variations"][1]["platform_verdict"]
-    return verdict
+    treatment = metrics["met_conversion"]["variations"][1]
+    ours = treatment.get("ours") or {}
+    return ours.get("verdict"), treatment["platform_verdict"]
 
 
 async def test_significance_and_srm_reach_subscribers_and_alert_targets_once(
     tmp_path: Path,
 ) -> None:
-    """When conversion turns significant, both kinds of MCP subscriber are notified and
-    re-read the new verdict, and the webhook and the mailbox get one alert; the SRM that
-    follows gives one more alert each; nothing is sent twice."""
+    """Subscribers of both MCP eras are told of every change and re-read it; the platform's
+    early verdict is shown but not alerted; the SRM and, later, our anytime-valid significance
+    each give the webhook and the mailbox exactly one alert; nothing is sent twice."""
     clock = ManualClock()
     scenario = default_scenario(start=clock.now(), refresh_seconds=REFRESH_SECONDS)
     simulator = build_growthbook_app(scenario, api_key=KEY, clock=clock.now)
@@ -93,29 +95,46 @@ async def test_significance_and_srm_reach_subscribers_and_alert_targets_once(
                         modern.listen(resource_subscriptions=[URI]) as listening,
                     ):
                         await legacy_subscribe(legacy, URI)
-                        assert await conversion_verdict(legacy) == "inconclusive"
-                        assert await conversion_verdict(modern) == "inconclusive"
+                        assert await conversion_verdicts(legacy) == ("inconclusive", "inconclusive")
+                        assert await conversion_verdicts(modern) == ("inconclusive", "inconclusive")
 
+                        # Refresh 3: the platform calls it; that is recorded and pushed to
+                        # subscribers, but not alerted (its test is not valid under peeking).
                         at_refresh(clock, scenario, 3)
                         report = await app.supervisor.poll_once()
-                        assert [e.kind for e in report.events] == [EventKind.SIGNIFICANCE_CHANGED]
-
+                        kinds = [e.kind for e in report.events]
+                        assert kinds == [EventKind.PLATFORM_VERDICT_CHANGED]
                         with anyio.fail_after(10):
                             assert await anext(listening) == ResourceUpdated(uri=URI)
                         assert await inbox.wait_for(URI) == [URI]
-                        assert await conversion_verdict(legacy) == "won"
-                        assert await conversion_verdict(modern) == "won"
+                        assert await conversion_verdicts(legacy) == ("inconclusive", "won")
 
-                        [post] = await receiver.bodies.wait_for(1)
-                        [mail] = await smtp.messages.wait_for(1)
-                        title = "Checkout redesign: Conversion is now won for One-page checkout"
-                        assert post["json"]["title"] == mail["Subject"] == title
-
-                        at_refresh(clock, scenario, 6)
-                        report = await app.supervisor.poll_once()
+                        # Refresh 6: our sequential SRM test fires; one alert per target.
+                        for refresh in (4, 5, 6):
+                            at_refresh(clock, scenario, refresh)
+                            report = await app.supervisor.poll_once()
                         assert [e.kind for e in report.events] == [EventKind.SRM_DETECTED]
+                        [srm_post] = await receiver.bodies.wait_for(1)
+                        [srm_mail] = await smtp.messages.wait_for(1)
+
+                        # Refresh 9: our anytime-valid verdict crosses; subscribers of both
+                        # eras are told and re-read it; one alert per target.
+                        for refresh in (7, 8, 9):
+                            at_refresh(clock, scenario, refresh)
+                            report = await app.supervisor.poll_once()
+                        kinds = [e.kind for e in report.events]
+                        assert kinds == [EventKind.SIGNIFICANCE_CHANGED]
+                        with anyio.fail_after(10):
+                            while True:  # earlier refreshes notified too; wait for the re-read
+                                assert await anext(listening) == ResourceUpdated(uri=URI)
+                                if (await conversion_verdicts(modern))[0] == "won":
+                                    break
+                        assert await conversion_verdicts(legacy) == ("won", "won")
+
                         posts = await receiver.bodies.wait_for(2)
                         mails = await smtp.messages.wait_for(2)
+                        title = "Checkout redesign: Conversion is now won for One-page checkout"
+                        assert posts[1]["json"]["title"] == mails[1]["Subject"] == title
                     tg.cancel_scope.cancel()
 
                 # Stopped: a last pass finds nothing unconfirmed, so nothing goes out twice.
@@ -124,8 +143,8 @@ async def test_significance_and_srm_reach_subscribers_and_alert_targets_once(
                 assert await app.store.cursor("alerts:hook") == last
                 assert await app.store.cursor("alerts:mail") == last
     assert len(receiver.bodies.items) == len(smtp.messages.items) == 2
-    assert "sample ratio mismatch detected" in posts[1]["json"]["title"]
-    assert "sample ratio mismatch detected" in mails[1]["Subject"]
+    assert "sample ratio mismatch detected" in srm_post["json"]["title"]
+    assert "sample ratio mismatch detected" in srm_mail["Subject"]
     for body in [p["json"]["message"] for p in posts] + [
         m.get_body(("plain", "html")).get_content() for m in mails
     ]:

@@ -1,5 +1,6 @@
 """The watcher: sources, change detection and the polling supervisor."""
 
+from .assess import StatsPolicy, assess
 from .clock import Clock, SystemClock
 from .detect import DEFAULT_SRM_THRESHOLD, ChangeDetector
 from .growthbook import GrowthBookSource
@@ -13,7 +14,9 @@ __all__ = [
     "CycleReport",
     "GrowthBookSource",
     "Source",
+    "StatsPolicy",
     "StatsigSource",
     "Supervisor",
     "SystemClock",
+    "assess",
 ]

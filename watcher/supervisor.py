@@ -19,6 +19,7 @@ from store import (
     Store,
 )
 
+from .assess import StatsPolicy
 from .clock import Clock
 from .detect import ChangeDetector
 
@@ -66,14 +67,14 @@ class Supervisor:
         clock: Clock,
         poll_interval_seconds: float = 300.0,
         poll_timeout_seconds: float = 60.0,
-        srm_threshold: float = 0.001,
+        policy: StatsPolicy | None = None,
     ) -> None:
         self._store = store
         self._sources = list(sources)
         self._clock = clock
         self.poll_interval_seconds = poll_interval_seconds
         self.poll_timeout_seconds = poll_timeout_seconds
-        self._detector = ChangeDetector(clock=clock.now, srm_threshold=srm_threshold)
+        self._detector = ChangeDetector(clock=clock.now, policy=policy)
         self._failing: dict[tuple[str, str | None], str] = {}
 
     async def run(

@@ -47,7 +47,7 @@ async def test_each_event_reaches_the_webhook_and_the_mailbox_once(store: Store)
     assert post["json"]["title"] == "Checkout redesign: sample ratio mismatch detected"
     assert f"event #{stored.id}" in post["json"]["message"]
     assert mail["Subject"] == "Checkout redesign: sample ratio mismatch detected"
-    assert "SRM p-value 0.0002" in mail.get_body(("plain", "html")).get_content()
+    assert "Sequential SRM p-value 0.0002" in mail.get_body(("plain", "html")).get_content()
     assert await store.cursor("alerts:hook") == stored.id
 
 

@@ -61,10 +61,10 @@ class Deployment:
 
 @pytest.fixture
 async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
-    """A simulator on loopback at refresh 7 (significant and SRM), and a config for it."""
+    """A simulator on loopback at refresh 12 (significant, SRM), and a config for it."""
     clock = ManualClock()
     scenario = default_scenario(start=clock.now(), refresh_seconds=60)
-    clock.advance(timedelta(minutes=7, seconds=1).total_seconds())
+    clock.advance(timedelta(minutes=12, seconds=1).total_seconds())
     app = build_growthbook_app(scenario, api_key=KEY, clock=clock.now)
     async with anyio.create_task_group() as tg:
         port = await tg.start(lambda task_status: serve_asgi(app, task_status=task_status))
@@ -218,11 +218,13 @@ async def test_the_demo_shows_the_story_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
                 buffered += chunk.decode()
                 *complete, buffered = buffered.split("\n")
                 lines.extend(complete)
-                if any("srm_detected" in line for line in lines):
+                if any("significance_changed" in line for line in lines):
                     break
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
     text = "\n".join(lines)
     assert "MCP (streamable HTTP)     http://127.0.0.1:" in text
-    assert "significance_changed  exp_checkout_redesign · Conversion" in text
+    assert "platform_verdict_changed exp_checkout_redesign · Conversion" in text
+    assert "srm_detected             exp_checkout_redesign" in text
+    assert "significance_changed     exp_checkout_redesign · Conversion" in text
     assert (tmp_path / "expwatch-demo.db").exists()

@@ -14,6 +14,7 @@ from store import (
     Snapshot,
     SourceUnavailable,
     Store,
+    Verdict,
     sqlite_url,
 )
 from tests.helpers import ManualClock
@@ -37,25 +38,35 @@ def growthbook(client: httpx.AsyncClient) -> GrowthBookSource:
 async def test_the_scripted_story_yields_each_event_once_at_its_refresh(
     store: Store, gb_client: httpx.AsyncClient, clock: ManualClock, scenario: Scenario
 ) -> None:
-    """Polling twice per refresh over ten refreshes records significance at refresh 3 and
-    SRM at refresh 6, each exactly once, and one snapshot per distinct result."""
+    """Polling twice per refresh over twelve refreshes: the platform's own verdict flips at
+    refresh 3 (recorded as information), our sequential SRM test fires at refresh 6, and our
+    anytime-valid significance follows at refresh 9, each exactly once; one snapshot per
+    distinct result."""
     supervisor = Supervisor(store, [growthbook(gb_client)], clock=clock)
     seen: dict[int, list[EventKind]] = {}
-    for index in range(10):
+    for index in range(12):
         at_refresh(clock, scenario, index)
         first = await supervisor.poll_once()
         second = await supervisor.poll_once()
         assert not second.events and second.new_snapshots == 0
         seen[index] = [e.kind for e in first.events]
-    assert seen[3] == [EventKind.SIGNIFICANCE_CHANGED]
+    assert seen[3] == [EventKind.PLATFORM_VERDICT_CHANGED]
     assert seen[6] == [EventKind.SRM_DETECTED]
-    assert all(not kinds for i, kinds in seen.items() if i not in (3, 6))
-    [significance] = await store.events_after(0, limit=1)
+    assert seen[9] == [EventKind.SIGNIFICANCE_CHANGED]
+    assert all(not kinds for i, kinds in seen.items() if i not in (3, 6, 9))
+    [significance] = await store.significance_changes("exp_checkout_redesign")
     assert significance.metric_id == "met_conversion" and significance.after == "won"
     assert significance.before == "inconclusive"
+    assert significance.details["platform_verdict"] == "won"
+    assert significance.details["absolute_ci_low"] > 0
+    assert significance.details["p_value"] <= significance.details["alpha"]
     # checkout has results from refresh 1, pricing from refresh 0: one snapshot per refresh each
-    assert await store.snapshot_count("exp_checkout_redesign") == 9
-    assert await store.snapshot_count("exp_pricing_page") == 10
+    assert await store.snapshot_count("exp_checkout_redesign") == 11
+    assert await store.snapshot_count("exp_pricing_page") == 12
+    [*_, point] = await store.metric_history(
+        "exp_checkout_redesign", "met_conversion", "var_checkout_1"
+    )
+    assert point.our_verdict is Verdict.WON and point.platform_verdict is Verdict.WON
 
 
 class FlakySource:
