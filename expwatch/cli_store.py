@@ -131,9 +131,12 @@ def _point_line(p: MetricPoint) -> str:
         if p.chance_to_win is not None
         else (f"p {p.p_value:.3g}" if p.p_value is not None else "")
     )
+    ours = p.our_verdict.value if p.our_verdict else "n/a"
+    our_p = f"p {p.our_p_value:.3g}" if p.our_p_value is not None else ""
     return (
         f"  {p.fetched_at:%Y-%m-%d %H:%M:%S}  users {p.users:>9.0f}  change {change:>8} "
-        f"{interval:<20} {odds:<20} {p.platform_verdict.value}"
+        f"{interval:<20} {odds:<20} platform {p.platform_verdict.value:<12} "
+        f"expwatch {ours:<12} {our_p}"
     )
 
 
