@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from sqlalchemy import func, insert, select
 
+from expwatch.cli_common import settle_heap
 from store import (
     Event,
     EventKind,
@@ -289,6 +290,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"filled {small * per_experiment:,} metric rows ({small} experiments) "
                 f"in {time.perf_counter() - started:.0f} s"
             )
+            settle_heap()  # as the daemon does after start-up
             at_small = await time_queries(store, experiments=small, rng=rng)
             print("  " + "  ".join(f"{k}={v:.2f}" for k, v in at_small.items()))
             started = time.perf_counter()
@@ -297,6 +299,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"filled {large * per_experiment:,} metric rows ({large} experiments) "
                 f"in {time.perf_counter() - started:.0f} s; file {file_size(path) / 1e9:.2f} GB"
             )
+            settle_heap()
             at_large = await time_queries(store, experiments=large, rng=rng)
             print("  " + "  ".join(f"{k}={v:.2f}" for k, v in at_large.items()))
             for key in at_small:

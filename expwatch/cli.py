@@ -23,6 +23,7 @@ from .cli_common import (
     load_settings,
     run_async,
     run_until_stopped,
+    settle_heap,
     setup_logging,
 )
 
@@ -52,6 +53,7 @@ def run(config_path: Path | None, once: bool, mcp_http: bool) -> None:
             if once:
                 await app.run_once()
                 return
+            settle_heap()
             endpoint = (settings.mcp.host, settings.mcp.port) if mcp_http else None
             await run_until_stopped(lambda: _forever(app.run(mcp_http=endpoint)))
 
@@ -83,6 +85,7 @@ def mcp(
 
     async def main_() -> None:
         async with open_app(settings) as app:
+            settle_heap()
             if transport == "http":
                 endpoint = (host or settings.mcp.host, port or settings.mcp.port)
                 await run_until_stopped(lambda: _forever(app.run(watch=watch, mcp_http=endpoint)))
