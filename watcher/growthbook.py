@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +25,8 @@ from store import (
     VariationResult,
     Verdict,
 )
+
+from .upstream import error_message, retry_after_seconds, summarize_validation
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +229,7 @@ class GrowthBookSource:
         except ValidationError as exc:
             raise PayloadError(
                 f"GrowthBook GET {path} returned an unexpected payload: "
-                f"{_summarize_validation(exc)}",
+                f"{summarize_validation(exc)}",
                 source=self.name,
                 experiment_id=experiment_id,
             ) from exc
@@ -238,7 +240,7 @@ class GrowthBookSource:
         status = response.status_code
         if status < 400:
             return
-        message = _error_message(response)
+        message = error_message(response)
         where = f"GrowthBook GET {path} → HTTP {status}: {message}"
         if status == 400 and NO_RESULTS_MESSAGE.lower() in message.lower():
             raise _NoResultsYet
@@ -248,7 +250,7 @@ class GrowthBookSource:
                 source=self.name,
                 experiment_id=experiment_id,
                 status_code=status,
-                retry_after_seconds=_retry_after_seconds(response),
+                retry_after_seconds=retry_after_seconds(response),
             )
         if status in (401, 403):
             where += f" — check the api_key of source {self.name!r}"
@@ -360,32 +362,3 @@ def _verdict(a: _GBAnalysis) -> Verdict:
     if a.pValue is not None and a.pValue < P_VALUE_THRESHOLD:
         return Verdict.WON if a.percentChange > 0 else Verdict.LOST
     return Verdict.INCONCLUSIVE
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:500]
-    return response.reason_phrase
-
-
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    for header in ("Retry-After", "RateLimit-Reset"):
-        value = response.headers.get(header)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            continue
-    return None
-
-
-def _summarize_validation(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(root)"
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{location}: {first['msg']}{extra}"

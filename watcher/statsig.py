@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from datetime import date
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -32,6 +32,7 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
+from .upstream import error_message, retry_after_seconds, summarize_validation
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -170,7 +171,7 @@ class StatsigSource:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             raise PayloadError(
-                f"Statsig GET {path} returned an unexpected payload: {_summarize(exc)}",
+                f"Statsig GET {path} returned an unexpected payload: {summarize_validation(exc)}",
                 source=self.name,
                 experiment_id=experiment_id,
             ) from exc
@@ -181,7 +182,7 @@ class StatsigSource:
         status = response.status_code
         if status < 400:
             return
-        message = self._redact(_error_message(response))
+        message = self._redact(error_message(response))
         where = f"Statsig GET {path} → HTTP {status}: {message}"
         if status == 400 and "not" in message.lower() and "available" in message.lower():
             raise _PulseNotAvailable
@@ -191,7 +192,7 @@ class StatsigSource:
                 source=self.name,
                 experiment_id=experiment_id,
                 status_code=status,
-                retry_after_seconds=_retry_after_seconds(response),
+                retry_after_seconds=retry_after_seconds(response),
             )
         if status == 401:
             where += (
@@ -232,32 +233,3 @@ def _page_of(next_page: str) -> int | None:
         return int(values[0]) if values else None
     except ValueError:
         return None
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:500]
-    return response.reason_phrase
-
-
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    for header in ("Retry-After", "RateLimit-Reset"):
-        value = response.headers.get(header)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            continue
-    return None
-
-
-def _summarize(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(root)"
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{location}: {first['msg']}{extra}"
