@@ -20,13 +20,20 @@ No randomness is involved: the same scenario always produces the same numbers.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from simulator.stats import BinomialArm, StatsEngine, chi2_isf, relative_lift, significance_z
+from simulator.stats import (
+    BinomialArm,
+    StatsEngine,
+    chi2_isf,
+    conversions_for_z,
+    significance_z,
+    wobble,
+)
+from simulator.timeline import Timeline, check_unique_ids
 
 __all__ = [
     "ExperimentStatus",
@@ -207,7 +214,7 @@ class ScriptedExperiment:
             onset = math.sqrt(chi2_isf(_SRM_ONSET_P, len(shares) - 1)) * scale
             shift = max(_SRM_SHORTFALL * expected_last, onset)
         else:
-            shift = _HEALTHY_SPLIT_Z * _wobble(f"{self.id}:users", at) * scale
+            shift = _HEALTHY_SPLIT_Z * wobble(f"{self.id}:users", at) * scale
         middle = [round(total * share) for share in shares[1:-1]]
         last = round(expected_last - shift)
         return (total - last - sum(middle), *middle, last)
@@ -226,9 +233,9 @@ class ScriptedExperiment:
             ):
                 target, at_least = self._significance_path(at, self.significant_from)
             else:
-                target = _INCONCLUSIVE_Z * _wobble(f"{self.id}:{metric.id}:{j}", at)
+                target = _INCONCLUSIVE_Z * wobble(f"{self.id}:{metric.id}:{j}", at)
                 at_least = False
-            counts.append(_conversions_for_z(control, users[j], target, at_least=at_least))
+            counts.append(conversions_for_z(control, users[j], target, at_least=at_least))
         return tuple(counts)
 
     def _significance_path(self, at: int, significant_from: int) -> tuple[float, bool]:
@@ -242,76 +249,15 @@ class ScriptedExperiment:
         return (threshold - _SIGNIFICANCE_MARGIN_Z) * math.sqrt(n / n_before), False
 
 
-def _wobble(key: str, index: int) -> float:
-    """A deterministic value in [-1, 1] that drifts with the refresh index."""
-    phase = zlib.crc32(key.encode()) / 2**32 * 2.0 * math.pi
-    return math.sin(0.9 * index + phase)
-
-
-def _conversions_for_z(control: BinomialArm, users: int, target_z: float, *, at_least: bool) -> int:
-    """Conversions of an arm with `users` whose lift over `control` has z near `target_z`.
-
-    at_least=True: the fewest conversions with z >= target; else the most with z <= target.
-    The z-score of the relative lift increases with the conversion count.
-    """
-
-    def z_of(conversions: int) -> float:
-        return relative_lift(control, BinomialArm(users=users, conversions=conversions)).z
-
-    low, high = 1, users - 1
-    while low < high:
-        if at_least:
-            middle = (low + high) // 2
-            if z_of(middle) >= target_z:
-                high = middle
-            else:
-                low = middle + 1
-        else:
-            middle = (low + high + 1) // 2
-            if z_of(middle) <= target_z:
-                low = middle
-            else:
-                high = middle - 1
-    return low
-
-
 @dataclass(frozen=True, kw_only=True)
-class Scenario:
+class Scenario(Timeline):
     """Scripted experiments on a shared timeline of analysis refreshes."""
 
-    start: datetime
-    refresh_seconds: float
     experiments: tuple[ScriptedExperiment, ...]
 
     def __post_init__(self) -> None:
-        if self.start.utcoffset() is None:
-            raise ValueError(f"scenario start must be timezone-aware, got {self.start!r}")
-        object.__setattr__(self, "start", self.start.astimezone(UTC))
-        if not (math.isfinite(self.refresh_seconds) and self._period > timedelta(0)):
-            raise ValueError(
-                f"refresh_seconds must be a positive number of seconds, got {self.refresh_seconds}"
-            )
-        ids = [e.id for e in self.experiments]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"experiment ids must be unique, repeated: {', '.join(duplicates)}")
-
-    @property
-    def _period(self) -> timedelta:
-        return timedelta(seconds=self.refresh_seconds)
-
-    def refresh_index(self, now: datetime) -> int:
-        """floor((now - start) / refresh_seconds), and 0 before the start."""
-        if now.utcoffset() is None:
-            raise ValueError(f"the clock must return timezone-aware datetimes, got {now!r}")
-        elapsed = now - self.start
-        if elapsed <= timedelta(0):
-            return 0
-        return elapsed // self._period
-
-    def refresh_time(self, index: int) -> datetime:
-        """When refresh `index` happened: start + index * refresh_seconds."""
-        return self.start + self._period * index
+        super().__post_init__()
+        check_unique_ids([e.id for e in self.experiments])
 
     def experiment(self, experiment_id: str) -> ScriptedExperiment | None:
         """The experiment with this id, if the scenario has one."""

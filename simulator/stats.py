@@ -13,6 +13,7 @@ users per arm the scenarios produce, the two agree to several decimals.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -232,3 +233,37 @@ def srm_p_value(users: Sequence[int], weights: Sequence[float]) -> float:
         expected = total_users * weight / total_weight
         statistic += (observed - expected) ** 2 / expected
     return chi2_sf(statistic, len(arms) - 1)
+
+
+def wobble(key: str, index: int) -> float:
+    """A deterministic value in [-1, 1] that drifts with the refresh index."""
+    phase = zlib.crc32(key.encode()) / 2**32 * 2.0 * math.pi
+    return math.sin(0.9 * index + phase)
+
+
+def conversions_for_z(control: BinomialArm, users: int, target_z: float, *, at_least: bool) -> int:
+    """Conversions of an arm with `users` whose relative lift over `control` has z near
+    `target_z`.
+
+    at_least=True: the fewest conversions with z >= target; else the most with z <= target.
+    The z-score of the relative lift increases with the conversion count.
+    """
+
+    def z_of(conversions: int) -> float:
+        return relative_lift(control, BinomialArm(users=users, conversions=conversions)).z
+
+    low, high = 1, users - 1
+    while low < high:
+        if at_least:
+            middle = (low + high) // 2
+            if z_of(middle) >= target_z:
+                high = middle
+            else:
+                low = middle + 1
+        else:
+            middle = (low + high + 1) // 2
+            if z_of(middle) <= target_z:
+                low = middle
+            else:
+                high = middle - 1
+    return low

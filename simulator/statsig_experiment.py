@@ -18,13 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from simulator.stats import BinomialArm, chi2_isf
+from simulator.stats import BinomialArm, chi2_isf, conversions_for_z, wobble
 from simulator.statsig_stats import (
     ExposureBalance,
-    conversions_for_z,
     exposure_balance,
     significance_threshold_z,
-    wobble,
 )
 
 __all__ = [

@@ -10,47 +10,25 @@ The experiments themselves are `simulator.statsig_experiment.StatsigExperiment`s
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from simulator.statsig_experiment import StatsigExperiment, StatsigGroup, StatsigMetric
+from simulator.timeline import Timeline, check_unique_ids
 
 __all__ = ["StatsigScenario", "default_statsig_scenario"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class StatsigScenario:
+class StatsigScenario(Timeline):
     """Scripted Statsig experiments on a shared timeline of daily Pulse refreshes."""
 
-    start: datetime
-    refresh_seconds: float
     experiments: tuple[StatsigExperiment, ...]
 
     def __post_init__(self) -> None:
-        if self.start.utcoffset() is None:
-            raise ValueError(f"scenario start must be timezone-aware, got {self.start!r}")
-        object.__setattr__(self, "start", self.start.astimezone(UTC))
-        if not (math.isfinite(self.refresh_seconds) and self.refresh_seconds > 0):
-            raise ValueError(f"refresh_seconds must be positive, got {self.refresh_seconds}")
-        ids = [e.id for e in self.experiments]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"experiment ids must be unique, repeated: {', '.join(duplicates)}")
-
-    def refresh_index(self, now: datetime) -> int:
-        """floor((now - start) / refresh_seconds), and 0 before the start."""
-        if now.utcoffset() is None:
-            raise ValueError(f"the clock must return timezone-aware datetimes, got {now!r}")
-        elapsed = now - self.start
-        if elapsed <= timedelta(0):
-            return 0
-        return elapsed // timedelta(seconds=self.refresh_seconds)
-
-    def refresh_time(self, index: int) -> datetime:
-        """When refresh `index` happened: start + index * refresh_seconds."""
-        return self.start + timedelta(seconds=self.refresh_seconds) * index
+        super().__post_init__()
+        check_unique_ids([e.id for e in self.experiments])
 
     def pulse_date(self, index: int) -> date:
         """The Pulse day (`ds`) of refresh `index`: start's date + index days."""

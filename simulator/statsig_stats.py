@@ -17,7 +17,6 @@ with at least 0.1 % absolute deviation from the configured split fails; any othe
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -29,10 +28,8 @@ __all__ = [
     "ExposureBalance",
     "PulseComparison",
     "compare_groups",
-    "conversions_for_z",
     "exposure_balance",
     "significance_threshold_z",
-    "wobble",
 ]
 
 _STANDARD_NORMAL = NormalDist()
@@ -132,29 +129,3 @@ def exposure_balance(units: Sequence[int], sizes: Sequence[float]) -> ExposureBa
     else:
         status = "PASSED"
     return ExposureBalance(status=status, p_value=p_value, max_deviation=deviation)
-
-
-def wobble(key: str, index: int) -> float:
-    """A deterministic value in [-1, 1] that drifts with the refresh index."""
-    phase = zlib.crc32(key.encode()) / 2**32 * 2.0 * math.pi
-    return math.sin(0.9 * index + phase)
-
-
-def conversions_for_z(control: BinomialArm, users: int, target_z: float, *, at_least: bool) -> int:
-    """Conversions of a group with `users` whose relative lift over `control` has z near target.
-
-    at_least=True: the fewest conversions with z >= target; else the most with z <= target.
-    """
-
-    def z_of(conversions: int) -> float:
-        return relative_lift(control, BinomialArm(users=users, conversions=conversions)).z
-
-    low, high = 1, users - 1
-    while low < high:
-        if at_least:
-            middle = (low + high) // 2
-            low, high = (low, middle) if z_of(middle) >= target_z else (middle + 1, high)
-        else:
-            middle = (low + high + 1) // 2
-            low, high = (middle, high) if z_of(middle) <= target_z else (low, middle - 1)
-    return low
