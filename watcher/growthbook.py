@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from store import (
     Experiment,
@@ -26,7 +26,7 @@ from store import (
     Verdict,
 )
 
-from .upstream import error_message, retry_after_seconds, summarize_validation
+from .upstream import error_message, get_model, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -208,31 +208,19 @@ class GrowthBookSource:
         params: dict[str, str | int] | None = None,
         experiment_id: str | None = None,
     ) -> _M:
-        url = self._api + path
-        try:
-            response = await self._client.get(url, params=params, headers=self._headers)
-        except httpx.TimeoutException as exc:
-            raise SourceUnavailable(
-                f"GrowthBook did not answer GET {path} in time",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SourceUnavailable(
-                f"cannot reach GrowthBook at {self._api}: {type(exc).__name__}",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
-        self._raise_for_status(response, path, experiment_id)
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise PayloadError(
-                f"GrowthBook GET {path} returned an unexpected payload: "
-                f"{summarize_validation(exc)}",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
+        return await get_model(
+            self._client,
+            self._api + path,
+            model,
+            platform="GrowthBook",
+            source=self.name,
+            path=path,
+            where=self._api,
+            headers=self._headers,
+            check=lambda response: self._raise_for_status(response, path, experiment_id),
+            params=params,
+            experiment_id=experiment_id,
+        )
 
     def _raise_for_status(
         self, response: httpx.Response, path: str, experiment_id: str | None

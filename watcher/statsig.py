@@ -16,7 +16,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from store import Experiment, PayloadError, Snapshot, SourceRejected, SourceUnavailable
 
@@ -32,7 +32,7 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
-from .upstream import error_message, retry_after_seconds, summarize_validation
+from .upstream import error_message, get_model, retry_after_seconds
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -150,31 +150,19 @@ class StatsigSource:
         params: dict[str, str | int] | None = None,
         experiment_id: str | None = None,
     ) -> _M:
-        try:
-            response = await self._client.get(
-                self._api + path, params=params, headers=self._headers
-            )
-        except httpx.TimeoutException as exc:
-            raise SourceUnavailable(
-                f"Statsig did not answer GET {path} in time",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SourceUnavailable(
-                f"cannot reach Statsig at {self._base}: {type(exc).__name__}",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
-        self._raise_for_status(response, path, experiment_id)
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise PayloadError(
-                f"Statsig GET {path} returned an unexpected payload: {summarize_validation(exc)}",
-                source=self.name,
-                experiment_id=experiment_id,
-            ) from exc
+        return await get_model(
+            self._client,
+            self._api + path,
+            model,
+            platform="Statsig",
+            source=self.name,
+            path=path,
+            where=self._base,
+            headers=self._headers,
+            check=lambda response: self._raise_for_status(response, path, experiment_id),
+            params=params,
+            experiment_id=experiment_id,
+        )
 
     def _raise_for_status(
         self, response: httpx.Response, path: str, experiment_id: str | None

@@ -3,10 +3,58 @@ validation failures into the words of a user-facing message."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+from store import PayloadError, SourceUnavailable
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def get_model(
+    client: httpx.AsyncClient,
+    url: str,
+    model: type[M],
+    *,
+    platform: str,
+    source: str,
+    path: str,
+    where: str,
+    headers: Mapping[str, str],
+    check: Callable[[httpx.Response], None],
+    params: Mapping[str, str | int] | None = None,
+    experiment_id: str | None = None,
+) -> M:
+    """GET `url` and validate the body into `model`, translating failures at the boundary:
+    timeouts and transport errors become SourceUnavailable, a body that does not fit becomes
+    PayloadError naming the path; `check` classifies the HTTP status first. `where` names the
+    platform's address in messages (never a URL with credentials)."""
+    try:
+        response = await client.get(url, params=params, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise SourceUnavailable(
+            f"{platform} did not answer GET {path} in time",
+            source=source,
+            experiment_id=experiment_id,
+        ) from exc
+    except httpx.TransportError as exc:
+        raise SourceUnavailable(
+            f"cannot reach {platform} at {where}: {type(exc).__name__}",
+            source=source,
+            experiment_id=experiment_id,
+        ) from exc
+    check(response)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{platform} GET {path} returned an unexpected payload: {summarize_validation(exc)}",
+            source=source,
+            experiment_id=experiment_id,
+        ) from exc
 
 
 def error_message(response: httpx.Response) -> str:
