@@ -7,7 +7,7 @@ beside ours and its flips are recorded as information (`platform_verdict_changed
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,10 @@ from store import (
     EventKind,
     Experiment,
     HealthStatus,
+    MetricResult,
     OurVerdict,
     Snapshot,
+    VariationResult,
     Verdict,
 )
 
@@ -94,39 +96,36 @@ class ChangeDetector:
     ) -> list[Event]:
         """Our verdict crossed the anytime-valid threshold: once per phase."""
         events = []
-        for metric in current.metrics:
-            old_metric = previous.metric(metric.metric_id) if previous else None
-            for v in metric.variations:
-                if v.ours is None or v.ours.verdict is None or not v.ours.verdict.is_significant:
-                    continue
-                old = old_metric.variation(v.variation_id) if old_metric else None
-                old_ours = old.ours.verdict if old and old.ours else None
-                if old_ours == v.ours.verdict:
-                    continue
-                events.append(
-                    self._event(
-                        EventKind.SIGNIFICANCE_CHANGED,
-                        experiment,
-                        when=when,
-                        metric_id=metric.metric_id,
-                        variation_id=v.variation_id,
-                        before=old_ours.value if old_ours else None,
-                        after=v.ours.verdict.value,
-                        metric_name=metric.metric_name,
-                        metric_role=metric.role.value,
-                        variation_name=v.variation_name,
-                        verdict_by="expwatch",
-                        **_ours(v.ours),
-                        platform_verdict=v.platform_verdict.value,
-                        platform_relative_change=v.relative_change,
-                        platform_ci_low=v.ci_low,
-                        platform_ci_high=v.ci_high,
-                        platform_p_value=v.p_value,
-                        platform_chance_to_win=v.chance_to_win,
-                        engine=current.engine,
-                        users=v.users,
-                    )
+        for metric, v, old in _variation_pairs(previous, current):
+            if v.ours is None or v.ours.verdict is None or not v.ours.verdict.is_significant:
+                continue
+            old_ours = old.ours.verdict if old and old.ours else None
+            if old_ours == v.ours.verdict:
+                continue
+            events.append(
+                self._event(
+                    EventKind.SIGNIFICANCE_CHANGED,
+                    experiment,
+                    when=when,
+                    metric_id=metric.metric_id,
+                    variation_id=v.variation_id,
+                    before=old_ours.value if old_ours else None,
+                    after=v.ours.verdict.value,
+                    metric_name=metric.metric_name,
+                    metric_role=metric.role.value,
+                    variation_name=v.variation_name,
+                    verdict_by="expwatch",
+                    **_ours(v.ours),
+                    platform_verdict=v.platform_verdict.value,
+                    platform_relative_change=v.relative_change,
+                    platform_ci_low=v.ci_low,
+                    platform_ci_high=v.ci_high,
+                    platform_p_value=v.p_value,
+                    platform_chance_to_win=v.chance_to_win,
+                    engine=current.engine,
+                    users=v.users,
                 )
+            )
         return events
 
     def _platform_flips(
@@ -135,39 +134,36 @@ class ChangeDetector:
         """The platform's own verdict changed: recorded, not alerted by default (its test is
         fixed-horizon and fires far above its nominal rate when polled)."""
         events = []
-        for metric in current.metrics:
-            old_metric = previous.metric(metric.metric_id) if previous else None
-            for v in metric.variations:
-                if v.platform_verdict is Verdict.BASELINE:
-                    continue
-                old = old_metric.variation(v.variation_id) if old_metric else None
-                old_verdict = old.platform_verdict if old else None
-                if old_verdict == v.platform_verdict:
-                    continue
-                if old_verdict is None and not v.platform_verdict.is_significant:
-                    continue  # first sight of an inconclusive result is not a change
-                events.append(
-                    self._event(
-                        EventKind.PLATFORM_VERDICT_CHANGED,
-                        experiment,
-                        when=when,
-                        metric_id=metric.metric_id,
-                        variation_id=v.variation_id,
-                        before=old_verdict.value if old_verdict else None,
-                        after=v.platform_verdict.value,
-                        metric_name=metric.metric_name,
-                        metric_role=metric.role.value,
-                        variation_name=v.variation_name,
-                        verdict_by="platform",
-                        engine=current.engine,
-                        relative_change=v.relative_change,
-                        ci_low=v.ci_low,
-                        ci_high=v.ci_high,
-                        p_value=v.p_value,
-                        chance_to_win=v.chance_to_win,
-                        our_verdict=v.ours.verdict.value if v.ours and v.ours.verdict else None,
-                    )
+        for metric, v, old in _variation_pairs(previous, current):
+            if v.platform_verdict is Verdict.BASELINE:
+                continue
+            old_verdict = old.platform_verdict if old else None
+            if old_verdict == v.platform_verdict:
+                continue
+            if old_verdict is None and not v.platform_verdict.is_significant:
+                continue  # first sight of an inconclusive result is not a change
+            events.append(
+                self._event(
+                    EventKind.PLATFORM_VERDICT_CHANGED,
+                    experiment,
+                    when=when,
+                    metric_id=metric.metric_id,
+                    variation_id=v.variation_id,
+                    before=old_verdict.value if old_verdict else None,
+                    after=v.platform_verdict.value,
+                    metric_name=metric.metric_name,
+                    metric_role=metric.role.value,
+                    variation_name=v.variation_name,
+                    verdict_by="platform",
+                    engine=current.engine,
+                    relative_change=v.relative_change,
+                    ci_low=v.ci_low,
+                    ci_high=v.ci_high,
+                    p_value=v.p_value,
+                    chance_to_win=v.chance_to_win,
+                    our_verdict=v.ours.verdict.value if v.ours and v.ours.verdict else None,
                 )
+            )
         return events
 
     def _srm(
@@ -220,6 +216,16 @@ class ChangeDetector:
                 )
             )
         return events
+
+
+def _variation_pairs(
+    previous: Snapshot | None, current: Snapshot
+) -> Iterator[tuple[MetricResult, VariationResult, VariationResult | None]]:
+    """Each (metric, variation) of `current` with the same variation in `previous`, if any."""
+    for metric in current.metrics:
+        old_metric = previous.metric(metric.metric_id) if previous else None
+        for v in metric.variations:
+            yield metric, v, old_metric.variation(v.variation_id) if old_metric else None
 
 
 def _ours(ours: OurVerdict) -> dict[str, Any]:
