@@ -13,7 +13,13 @@ import httpx
 from anyio.abc import TaskStatus
 from fastmcp import FastMCP
 
-from alerts import AlertDispatcher, AlertTarget, Notifier, is_valid_apprise_url
+from alerts import (
+    AlertDispatcher,
+    AlertTarget,
+    AppriseNotifier,
+    Notifier,
+    is_valid_apprise_url,
+)
 from mcp_server import ResourceNotifier, ResourceSubscriptions, ResponseCache, build_server
 from store import ConfigError, Store
 from watcher import (
@@ -117,6 +123,7 @@ def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]
                     status=s.status,
                     api_version=s.api_version,
                     ui_url=s.ui_url,
+                    request_timeout_seconds=s.request_timeout_seconds,
                 )
             )
         else:
@@ -129,6 +136,7 @@ def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]
                     status=s.status,
                     project=s.project,
                     ui_url=s.ui_url,
+                    request_timeout_seconds=s.request_timeout_seconds,
                 )
             )
     return sources
@@ -162,8 +170,7 @@ async def open_app(
     targets = alert_targets(settings)
     store = await Store.open(settings.database_url(), clock=clock.now)
     try:
-        timeout = max((s.request_timeout_seconds for s in settings.sources.values()), default=30)
-        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+        async with httpx.AsyncClient(transport=transport) as client:
             cache = ResponseCache(ttl_seconds=settings.mcp.cache_ttl_seconds)
             mcp = build_server(store, cache=cache)
             subscriptions = ResourceSubscriptions()
@@ -189,7 +196,8 @@ async def open_app(
                 dispatcher=AlertDispatcher(
                     store,
                     targets,
-                    notifier=notifier,
+                    notifier=notifier
+                    or AppriseNotifier(timeout_seconds=settings.alerts.send_timeout_seconds),
                     event_kinds=settings.alerts.event_kinds,
                     poll_interval_seconds=settings.alerts.poll_interval_seconds,
                 ),

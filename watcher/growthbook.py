@@ -151,8 +151,10 @@ class GrowthBookSource:
         project: str | None = None,
         ui_url: str | None = None,
         page_size: int = PAGE_LIMIT,
+        request_timeout_seconds: float = 30.0,
     ) -> None:
         self.name = name
+        self.request_timeout_seconds = request_timeout_seconds
         self._api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._client = client
@@ -220,6 +222,7 @@ class GrowthBookSource:
             check=lambda response: self._raise_for_status(response, path, experiment_id),
             params=params,
             experiment_id=experiment_id,
+            timeout_seconds=self.request_timeout_seconds,
         )
 
     def _raise_for_status(

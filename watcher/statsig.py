@@ -65,8 +65,10 @@ class StatsigSource:
         api_version: str = API_VERSION,
         ui_url: str | None = None,
         page_size: int = PAGE_LIMIT,
+        request_timeout_seconds: float = 30.0,
     ) -> None:
         self.name = name
+        self.request_timeout_seconds = request_timeout_seconds
         self._base = base_url.rstrip("/")
         self._api = self._base + "/console/v1"
         self._api_key = api_key
@@ -162,6 +164,7 @@ class StatsigSource:
             check=lambda response: self._raise_for_status(response, path, experiment_id),
             params=params,
             experiment_id=experiment_id,
+            timeout_seconds=self.request_timeout_seconds,
         )
 
     def _raise_for_status(

@@ -27,13 +27,14 @@ async def get_model(
     check: Callable[[httpx.Response], None],
     params: Mapping[str, str | int] | None = None,
     experiment_id: str | None = None,
+    timeout_seconds: float = 30.0,
 ) -> M:
     """GET `url` and validate the body into `model`, translating failures at the boundary:
     timeouts and transport errors become SourceUnavailable, a body that does not fit becomes
     PayloadError naming the path; `check` classifies the HTTP status first. `where` names the
     platform's address in messages (never a URL with credentials)."""
     try:
-        response = await client.get(url, params=params, headers=headers)
+        response = await client.get(url, params=params, headers=headers, timeout=timeout_seconds)
     except httpx.TimeoutException as exc:
         raise SourceUnavailable(
             f"{platform} did not answer GET {path} in time",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from expwatch import open_app
+from expwatch.app import build_sources
 from expwatch.config import (
     GrowthBookSourceSettings,
     Settings,
@@ -95,3 +97,27 @@ async def test_one_cycle_polls_growthbook_and_statsig_and_each_story_unfolds(
         )
         balance = [(e.before, e.after) for e in health if "balanced" in e.details["check_type"]]
         assert balance == [("passed", "warning"), ("warning", "failed")]
+
+
+async def test_each_source_uses_its_own_request_timeout() -> None:
+    """request_timeout_seconds of a source bounds that source's requests, not a shared max."""
+    seen: dict[str, float] = {}
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.extensions["timeout"]["read"]
+        return httpx.Response(200, json={"experiments": [], "hasMore": False, "nextOffset": None})
+
+    settings = Settings(
+        sources={
+            "fast": GrowthBookSourceSettings(
+                base_url="http://fast.test", api_key=SecretStr("k"), request_timeout_seconds=2
+            ),
+            "slow": GrowthBookSourceSettings(
+                base_url="http://slow.test", api_key=SecretStr("k"), request_timeout_seconds=45
+            ),
+        }
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as client:
+        for source in build_sources(settings, client):
+            await source.list_experiments()
+    assert seen == {"fast.test": 2, "slow.test": 45}
