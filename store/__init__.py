@@ -4,6 +4,7 @@ from .database import Database, sqlite_url
 from .errors import (
     ConfigError,
     DeliveryError,
+    ExperimentNotFound,
     ExpwatchError,
     PayloadError,
     SourceError,
@@ -13,7 +14,9 @@ from .errors import (
     UnknownExperiment,
 )
 from .records import (
+    Decision,
     Detection,
+    DimensionSlice,
     Event,
     EventKind,
     Experiment,
@@ -38,13 +41,16 @@ from .store import Detector, Store, utc_now
 __all__ = [
     "ConfigError",
     "Database",
+    "Decision",
     "Delivery",
     "DeliveryError",
     "Detection",
     "Detector",
+    "DimensionSlice",
     "Event",
     "EventKind",
     "Experiment",
+    "ExperimentNotFound",
     "ExpwatchError",
     "HealthCheck",
     "HealthStatus",

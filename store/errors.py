@@ -5,6 +5,7 @@
     ├── SourceError          an upstream platform failed us
     │   ├── SourceUnavailable    transport error, timeout, 5xx, 429: worth retrying
     │   ├── SourceRejected       401/403/404/400: retrying will not help
+    │   │   └── ExperimentNotFound   the platform has no experiment with that id
     │   └── PayloadError         the answer did not have the documented shape
     ├── StoreError           the database failed
     ├── DeliveryError        an alert could not be delivered
@@ -74,6 +75,26 @@ class SourceUnavailable(SourceError):
 
 class SourceRejected(SourceError):
     """The platform refused the request (401/403/404/400): retrying will not help."""
+
+
+class ExperimentNotFound(SourceRejected):
+    """The platform has no experiment with that id; `suggestions` holds the closest ids the
+    source has listed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str,
+        experiment_id: str,
+        status_code: int | None = None,
+        suggestions: list[str] | None = None,
+    ) -> None:
+        self.suggestions = list(suggestions or [])
+        hint = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(
+            message + hint, source=source, experiment_id=experiment_id, status_code=status_code
+        )
 
 
 class PayloadError(SourceError):

@@ -59,6 +59,17 @@ class Variation(_Record):
     """Expected share of traffic in the current phase (None when unknown)."""
 
 
+class Decision(_Record):
+    """What the experiment's owners decided, as the platform records it: GrowthBook's
+    `resultSummary` (won / lost / inconclusive / dnf) or Statsig's launched group."""
+
+    outcome: str
+    """The platform's word for the decision ("won", "lost", "inconclusive", "dnf", "launched",
+    "abandoned")."""
+    variation_id: str | None = None
+    """The variation shipped or declared the winner, when the platform names one."""
+
+
 class Experiment(_Record):
     """An experiment as last listed by its source."""
 
@@ -74,6 +85,11 @@ class Experiment(_Record):
     """What changes when the platform has new results (GrowthBook dateUpdated, Statsig
     lastModifiedTime / pulse ds); lets the watcher skip fetching unchanged results."""
     url: str | None = None
+    tags: tuple[str, ...] = ()
+    detailed_status: str | None = None
+    """The platform's finer status line (GrowthBook `enhancedStatus.detailedStatus`: "No data",
+    "Unhealthy", "Won", ...), when it gives one."""
+    decision: Decision | None = None
 
 
 class OurVerdict(_Record):
@@ -131,6 +147,8 @@ class VariationResult(_Record):
     ci_high: float | None = None
     p_value: float | None = None
     chance_to_win: float | None = None
+    risk: float | None = None
+    """Bayesian expected loss of choosing this variation (GrowthBook `risk`)."""
     platform_verdict: Verdict = Verdict.INCONCLUSIVE
     ours: OurVerdict | None = None
 
@@ -169,8 +187,18 @@ class HealthCheck(_Record):
         return self.check_type or self.name
 
 
+class DimensionSlice(_Record):
+    """The results of one dimension value (e.g. browser = Chrome), kept beside the overall row."""
+
+    dimension: str
+    total_users: float = 0.0
+    srm_p_value: float | None = None
+    metrics: tuple[MetricResult, ...] = ()
+
+
 class Snapshot(_Record):
-    """The results of one experiment at one moment (its overall, undimensioned row)."""
+    """The results of one experiment at one moment: the overall row in `metrics`, and the
+    rows of other dimension values, when the platform sent them, in `slices`."""
 
     source: str
     experiment_id: str
@@ -182,6 +210,7 @@ class Snapshot(_Record):
     srm_p_value: float | None = None
     health_checks: tuple[HealthCheck, ...] = ()
     metrics: tuple[MetricResult, ...] = ()
+    slices: tuple[DimensionSlice, ...] = ()
     our_srm: OurSrm | None = None
 
     def health_check(self, key: str) -> HealthCheck | None:

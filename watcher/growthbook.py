@@ -6,15 +6,20 @@ PayloadError for that experiment. httpx errors become SourceUnavailable / Source
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from store import (
+    Decision,
+    DimensionSlice,
     Experiment,
+    ExperimentNotFound,
     MetricResult,
     MetricRole,
     PayloadError,
@@ -26,11 +31,12 @@ from store import (
     Verdict,
 )
 
-from .upstream import error_message, get_model, retry_after_seconds
+from .upstream import error_message, get_model, retry_after_seconds, summarize_validation
 
 logger = logging.getLogger(__name__)
 
 NO_RESULTS_MESSAGE = "No results found"
+UNKNOWN_EXPERIMENT_MESSAGE = "Could not find experiment"
 CHANCE_TO_WIN_THRESHOLD = 0.95
 P_VALUE_THRESHOLD = 0.05
 PAGE_LIMIT = 100
@@ -67,33 +73,57 @@ class _GBSettings(_Model):
     guardrails: list[_GBMetricRef] = []
 
 
+class _GBResultSummary(_Model):
+    status: str = ""
+    winner: str = ""
+    releasedVariationId: str = ""
+
+
+class _GBEnhancedStatus(_Model):
+    status: str
+    detailedStatus: str | None = None
+
+
 class _GBExperiment(_Model):
     id: str
     name: str
     status: str
     archived: bool = False
     project: str = ""
+    tags: list[str] = []
     dateUpdated: datetime
     variations: list[_GBVariation]
     phases: list[_GBPhase] = []
     settings: _GBSettings = _GBSettings()
+    resultSummary: _GBResultSummary | None = None
+    enhancedStatus: _GBEnhancedStatus | None = None
 
 
-class _GBExperimentList(_Model):
-    experiments: list[_GBExperiment]
+class _GBPage(_Model):
     hasMore: bool
     nextOffset: int | None = None
 
 
+class _GBExperimentList(_GBPage):
+    experiments: list[_GBExperiment]
+
+
+class _GBOneExperiment(_Model):
+    experiment: _GBExperiment
+
+
 class _GBAnalysis(_Model):
+    """One analysis. The per-experiment endpoint sends 0 for what is missing, the bulk one
+    null: both are read as numbers or None."""
+
     engine: str
-    numerator: float
-    denominator: float
-    mean: float
-    stddev: float
-    percentChange: float
-    ciLow: float
-    ciHigh: float
+    numerator: float | None = None
+    denominator: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    percentChange: float | None = None
+    ciLow: float | None = None
+    ciHigh: float | None = None
     pValue: float | None = None
     risk: float | None = None
     chanceToBeatControl: float | None = None
@@ -115,7 +145,7 @@ class _GBMetric(_Model):
 class _GBDimensionResult(_Model):
     dimension: str
     totalUsers: float
-    checks: dict[str, float]
+    checks: dict[str, float | None]
     metrics: list[_GBMetric]
 
 
@@ -124,6 +154,7 @@ class _GBResult(_Model):
     dateUpdated: datetime
     experimentId: str
     phase: str
+    settings: _GBSettings | None = None
     results: list[_GBDimensionResult]
 
 
@@ -132,7 +163,32 @@ class _GBResultsResponse(_Model):
     result: _GBResult
 
 
+class _GBPortfolioPage(_GBPage):
+    """GET /experiments/results: items are validated one by one, so that one experiment's
+    bad payload does not hide the others'."""
+
+    experimentResults: list[dict[str, Any]]
+
+
+class _GBMetricDefinition(_Model):
+    id: str
+    inverse: bool | None = None
+    behavior: dict[str, Any] | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.inverse is not None:
+            return not self.inverse
+        return (self.behavior or {}).get("goal") != "decrease"
+
+
+class _GBMetricList(_GBPage):
+    metrics: list[_GBMetricDefinition] = []
+    factMetrics: list[_GBMetricDefinition] = []
+
+
 _M = TypeVar("_M", bound=BaseModel)
+_P = TypeVar("_P", bound=_GBPage)
 
 
 class GrowthBookSource:
@@ -162,45 +218,113 @@ class GrowthBookSource:
         self._project = project
         self._ui_url = ui_url.rstrip("/") if ui_url else None
         self._page_size = page_size
+        self._known_ids: set[str] = set()
+        self._directions: dict[str, bool] = {}
+        self._directions_tried: set[str] = set()
+
+    # -- reading ----------------------------------------------------------------------------
 
     async def list_experiments(self) -> list[Experiment]:
         """Every experiment matching the source's filters, following pagination."""
         found: list[Experiment] = []
-        offset: int | None = 0
-        while offset is not None:
-            params: dict[str, str | int] = {"limit": self._page_size, "offset": offset}
-            if self._status:
-                params["status"] = self._status
-            if self._project:
-                params["projectId"] = self._project
-            page = await self._get("/experiments", _GBExperimentList, params=params)
+        async for page in self._pages("/experiments", _GBExperimentList):
             found.extend(self._experiment(e) for e in page.experiments)
-            next_offset = page.nextOffset if page.hasMore else None
-            if next_offset is not None and next_offset <= offset:
-                raise PayloadError(
-                    f"GrowthBook pagination did not advance (offset {offset} → {next_offset})",
-                    source=self.name,
-                )
-            offset = next_offset
+        self._known_ids.update(e.experiment_id for e in found)
         return found
 
-    async def fetch_results(self, experiment: Experiment) -> tuple[Experiment, Snapshot | None]:
+    async def get_experiment(self, experiment_id: str) -> Experiment:
+        """One experiment, with GrowthBook's `enhancedStatus` as its detailed status."""
+        response = await self._get(
+            f"/experiments/{experiment_id}", _GBOneExperiment, experiment_id=experiment_id
+        )
+        return self._experiment(response.experiment)
+
+    async def fetch_results(
+        self, experiment: Experiment, *, dimension: str | None = None
+    ) -> tuple[Experiment, Snapshot | None]:
         """The experiment as the results endpoint describes it and its latest results.
 
-        The snapshot is None while GrowthBook has no results for the experiment yet.
+        The snapshot is None while GrowthBook has no results for the experiment yet. With
+        `dimension`, the rows of that dimension's values are kept in `Snapshot.slices`.
         """
+        params: dict[str, str | int] | None = {"dimension": dimension} if dimension else None
         try:
             response = await self._get(
                 f"/experiments/{experiment.experiment_id}/results",
                 _GBResultsResponse,
+                params=params,
                 experiment_id=experiment.experiment_id,
             )
         except _NoResultsYet:
             return experiment, None
         current = self._experiment(response.experiment)
-        return current, self._snapshot(response, current)
+        settings = response.result.settings or response.experiment.settings
+        snapshot = await self._snapshot(response.result, settings, current)
+        return current, snapshot
+
+    async def fetch_portfolio(
+        self, experiments: Mapping[str, Experiment]
+    ) -> dict[str, Snapshot | PayloadError]:
+        """The latest results of every experiment matching the source's filters, a page of a
+        hundred experiments per request (GET /experiments/results).
+
+        Experiments without results are absent. An experiment whose results do not have the
+        documented shape maps to its PayloadError, and the others are still read.
+        `experiments` (by id, as listed) supplies the variation order; an experiment missing
+        from it is read with its first reported variation as the baseline.
+        """
+        found: dict[str, Snapshot | PayloadError] = {}
+        async for page in self._pages("/experiments/results", _GBPortfolioPage):
+            for raw in page.experimentResults:
+                experiment_id = str(raw.get("experimentId", "")) if isinstance(raw, dict) else ""
+                try:
+                    result = _GBResult.model_validate(raw)
+                except ValidationError as exc:
+                    error = PayloadError(
+                        "GrowthBook GET /experiments/results returned an unexpected payload "
+                        f"for this experiment: {summarize_validation(exc)}",
+                        source=self.name,
+                        experiment_id=experiment_id or None,
+                    )
+                    if experiment_id:
+                        found[experiment_id] = error
+                        continue
+                    raise error from exc
+                experiment = experiments.get(result.experimentId) or Experiment(
+                    source=self.name,
+                    experiment_id=result.experimentId,
+                    name=result.experimentId,
+                    status="",
+                )
+                try:
+                    found[result.experimentId] = await self._snapshot(
+                        result, result.settings or _GBSettings(), experiment
+                    )
+                except PayloadError as error:
+                    found[result.experimentId] = error
+        return found
 
     # -- HTTP -----------------------------------------------------------------------------
+
+    async def _pages(self, path: str, model: type[_P]) -> AsyncIterator[_P]:
+        """Every page of a paginated list endpoint, with the source's filters."""
+        offset: int | None = 0
+        while offset is not None:
+            params: dict[str, str | int] = {"limit": self._page_size, "offset": offset}
+            if self._status and path != "/metrics" and path != "/fact-metrics":
+                params["status"] = self._status
+            if self._project:
+                params["projectId"] = self._project
+            page = await self._get(path, model, params=params)
+            yield page
+            next_offset = page.nextOffset if page.hasMore else None
+            if next_offset is not None and next_offset <= offset:
+                raise PayloadError(
+                    f"GrowthBook pagination of {path} did not advance "
+                    f"(offset {offset} → {next_offset})",
+                    source=self.name,
+                )
+            offset = next_offset
 
     async def _get(
         self,
@@ -243,17 +367,74 @@ class GrowthBookSource:
                 status_code=status,
                 retry_after_seconds=retry_after_seconds(response),
             )
-        if status in (401, 403):
+        if status == 401:
             where += f" — check the api_key of source {self.name!r}"
+        elif status == 403:
+            where += (
+                f" — the API key of source {self.name!r} lacks a permission this needs; "
+                "use a secret key or personal access token with read access to experiments "
+                "and metrics"
+            )
+        elif experiment_id is not None and (
+            status == 404 or UNKNOWN_EXPERIMENT_MESSAGE.lower() in message.lower()
+        ):
+            raise ExperimentNotFound(
+                f"GrowthBook experiment {experiment_id!r} not found in source {self.name!r} "
+                f"({where}).",
+                source=self.name,
+                experiment_id=experiment_id,
+                status_code=status,
+                suggestions=difflib.get_close_matches(
+                    experiment_id, sorted(self._known_ids), n=3, cutoff=0.5
+                ),
+            )
         raise SourceRejected(
             where, source=self.name, experiment_id=experiment_id, status_code=status
         )
+
+    async def _higher_is_better(self, metric_ids: set[str]) -> dict[str, bool]:
+        """Each metric's direction (GrowthBook metric `behavior.goal` / fact metric `inverse`).
+
+        The definitions are read when a metric id is first seen, so a new metric costs one
+        pass over the metric list. If the key may not read them, every metric counts as
+        higher-is-better.
+        """
+        for path in ("/metrics", "/fact-metrics"):
+            unseen = {
+                m
+                for m in metric_ids - self._directions_tried
+                if m.startswith("fact__") == (path == "/fact-metrics")
+            }
+            if not unseen:
+                continue
+            try:
+                async for page in self._pages(path, _GBMetricList):
+                    for definition in page.metrics + page.factMetrics:
+                        self._directions[definition.id] = definition.higher_is_better
+            except SourceRejected as exc:
+                logger.warning(
+                    "source %s: cannot read metric definitions (%s); "
+                    "treating these metrics as higher-is-better",
+                    self.name,
+                    exc,
+                )
+            self._directions_tried |= unseen
+        return {m: self._directions.get(m, True) for m in metric_ids}
 
     # -- normalization --------------------------------------------------------------------
 
     def _experiment(self, e: _GBExperiment) -> Experiment:
         phase = e.phases[-1] if e.phases else _GBPhase()
         weights = {s.variationId: s.weight for s in phase.trafficSplit}
+        summary = e.resultSummary
+        decision = (
+            Decision(
+                outcome=summary.status,
+                variation_id=summary.releasedVariationId or summary.winner or None,
+            )
+            if summary is not None and summary.status
+            else None
+        )
         return Experiment(
             source=self.name,
             experiment_id=e.id,
@@ -268,63 +449,41 @@ class GrowthBookSource:
                 for v in e.variations
             ),
             upstream_updated_at=e.dateUpdated,
+            upstream_version=e.dateUpdated.isoformat(),
             url=f"{self._ui_url}/experiment/{e.id}" if self._ui_url else None,
+            tags=tuple(e.tags),
+            detailed_status=e.enhancedStatus.detailedStatus if e.enhancedStatus else None,
+            decision=decision,
         )
 
-    def _snapshot(self, response: _GBResultsResponse, experiment: Experiment) -> Snapshot:
-        result = response.result
-        overall = next((r for r in result.results if r.dimension in ("All", "")), None)
-        if overall is None and result.results:
-            overall = result.results[0]
-        settings = response.experiment.settings
+    async def _snapshot(
+        self, result: _GBResult, settings: _GBSettings, experiment: Experiment
+    ) -> Snapshot:
+        overall_rows = [r for r in result.results if r.dimension in ("All", "")]
+        if not overall_rows and len(result.results) == 1:
+            overall_rows = result.results
+        overall = overall_rows[0] if overall_rows else None
         roles = {m.metricId: MetricRole.GOAL for m in settings.goals}
         roles.update({m.metricId: MetricRole.SECONDARY for m in settings.secondaryMetrics})
         roles.update({m.metricId: MetricRole.GUARDRAIL for m in settings.guardrails})
+        directions = await self._higher_is_better(
+            {m.metricId for row in result.results for m in row.metrics}
+        )
         baseline = experiment.variations[0].variation_id if experiment.variations else None
-        metrics: list[MetricResult] = []
-        engine = settings.statsEngine
-        for metric in overall.metrics if overall else []:
-            variations = []
-            for v in metric.variations:
-                if not v.analyses:
-                    raise PayloadError(
-                        f"metric {metric.metricId} variation {v.variationId} has no analysis",
-                        source=self.name,
-                        experiment_id=experiment.experiment_id,
-                    )
-                a = v.analyses[0]
-                engine = a.engine or engine
-                is_baseline = v.variationId == baseline
-                # GrowthBook sends 0 for what the engine does not compute: keep only
-                # the engine's own probability.
-                bayesian = a.engine == "bayesian"
-                variations.append(
-                    VariationResult(
-                        variation_id=v.variationId,
-                        variation_name=v.variationName,
-                        users=v.users if v.users is not None else a.denominator,
-                        numerator=a.numerator,
-                        denominator=a.denominator,
-                        mean=a.mean,
-                        stddev=a.stddev,
-                        relative_change=None if is_baseline else a.percentChange,
-                        ci_low=None if is_baseline else a.ciLow,
-                        ci_high=None if is_baseline else a.ciHigh,
-                        p_value=None if is_baseline or bayesian else a.pValue,
-                        chance_to_win=(
-                            a.chanceToBeatControl if bayesian and not is_baseline else None
-                        ),
-                        platform_verdict=Verdict.BASELINE if is_baseline else _verdict(a),
-                    )
-                )
-            metrics.append(
-                MetricResult(
-                    metric_id=metric.metricId,
-                    metric_name=metric.metricName or metric.metricId,
-                    role=roles.get(metric.metricId, MetricRole.SECONDARY),
-                    variations=tuple(variations),
-                )
+        engines = {
+            a.engine
+            for row in result.results
+            for m in row.metrics
+            for v in m.variations
+            for a in v.analyses[:1]
+        }
+        engine = next(iter(engines)) if len(engines) == 1 else settings.statsEngine
+
+        def metrics_of(row: _GBDimensionResult) -> tuple[MetricResult, ...]:
+            return tuple(
+                self._metric(m, experiment, baseline, roles, directions) for m in row.metrics
             )
+
         return Snapshot(
             source=self.name,
             experiment_id=experiment.experiment_id,
@@ -334,7 +493,68 @@ class GrowthBookSource:
             engine=engine,
             total_users=overall.totalUsers if overall else 0.0,
             srm_p_value=overall.checks.get("srm") if overall else None,
-            metrics=tuple(metrics),
+            metrics=metrics_of(overall) if overall else (),
+            slices=tuple(
+                DimensionSlice(
+                    dimension=row.dimension,
+                    total_users=row.totalUsers,
+                    srm_p_value=row.checks.get("srm"),
+                    metrics=metrics_of(row),
+                )
+                for row in result.results
+                if row is not overall
+            ),
+        )
+
+    def _metric(
+        self,
+        metric: _GBMetric,
+        experiment: Experiment,
+        baseline: str | None,
+        roles: Mapping[str, MetricRole],
+        directions: Mapping[str, bool],
+    ) -> MetricResult:
+        higher_is_better = directions.get(metric.metricId, True)
+        baseline = baseline or (metric.variations[0].variationId if metric.variations else None)
+        variations = []
+        for v in metric.variations:
+            if not v.analyses:
+                raise PayloadError(
+                    f"metric {metric.metricId} variation {v.variationId} has no analysis",
+                    source=self.name,
+                    experiment_id=experiment.experiment_id,
+                )
+            a = v.analyses[0]
+            is_baseline = v.variationId == baseline
+            # GrowthBook sends 0 (or null) for what the engine does not compute: keep only
+            # the engine's own probability.
+            bayesian = a.engine == "bayesian"
+            variations.append(
+                VariationResult(
+                    variation_id=v.variationId,
+                    variation_name=v.variationName,
+                    users=_first_number(v.users, a.denominator),
+                    numerator=a.numerator,
+                    denominator=a.denominator,
+                    mean=a.mean,
+                    stddev=a.stddev,
+                    relative_change=None if is_baseline else a.percentChange,
+                    ci_low=None if is_baseline else a.ciLow,
+                    ci_high=None if is_baseline else a.ciHigh,
+                    p_value=None if is_baseline or bayesian else a.pValue,
+                    chance_to_win=(a.chanceToBeatControl if bayesian and not is_baseline else None),
+                    risk=a.risk if bayesian and not is_baseline else None,
+                    platform_verdict=(
+                        Verdict.BASELINE if is_baseline else _verdict(a, higher_is_better)
+                    ),
+                )
+            )
+        return MetricResult(
+            metric_id=metric.metricId,
+            metric_name=metric.metricName or metric.metricId,
+            role=roles.get(metric.metricId, MetricRole.SECONDARY),
+            higher_is_better=higher_is_better,
+            variations=tuple(variations),
         )
 
 
@@ -342,14 +562,24 @@ class _NoResultsYet(Exception):
     """GrowthBook's HTTP 400 'No results found for that experiment': a state, not an error."""
 
 
-def _verdict(a: _GBAnalysis) -> Verdict:
-    """GrowthBook's own rule, as its UI applies it (without metric inversion)."""
-    if a.engine == "bayesian" and a.chanceToBeatControl is not None:
+def _first_number(*values: float | None) -> float:
+    return next((v for v in values if v is not None), 0.0)
+
+
+def _verdict(a: _GBAnalysis, higher_is_better: bool) -> Verdict:
+    """GrowthBook's own rule, as its UI applies it: the engine's threshold, and the metric's
+    direction deciding whether a significant rise is a win or a loss."""
+    if a.engine == "bayesian":
+        if a.chanceToBeatControl is None:
+            return Verdict.INCONCLUSIVE
         if a.chanceToBeatControl > CHANCE_TO_WIN_THRESHOLD:
-            return Verdict.WON
-        if a.chanceToBeatControl < 1 - CHANCE_TO_WIN_THRESHOLD:
-            return Verdict.LOST
+            rose = True
+        elif a.chanceToBeatControl < 1 - CHANCE_TO_WIN_THRESHOLD:
+            rose = False
+        else:
+            return Verdict.INCONCLUSIVE
+    elif a.pValue is not None and a.pValue < P_VALUE_THRESHOLD and a.percentChange:
+        rose = a.percentChange > 0
+    else:
         return Verdict.INCONCLUSIVE
-    if a.pValue is not None and a.pValue < P_VALUE_THRESHOLD:
-        return Verdict.WON if a.percentChange > 0 else Verdict.LOST
-    return Verdict.INCONCLUSIVE
+    return Verdict.WON if rose == higher_is_better else Verdict.LOST

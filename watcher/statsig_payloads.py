@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from store import (
+    Decision,
     Experiment,
     HealthStatus,
     MetricResult,
@@ -93,6 +94,9 @@ class ExperimentPayload(_Model):
     secondaryMetrics: list[MetricRef] = []
     otherMetrics: list[MetricRef] = []
     healthChecks: list[HealthCheck] = []
+    healthCheckStatus: str | None = None
+    tags: list[str] = []
+    launchedGroupID: str | None = None
 
     @property
     def metric_refs(self) -> list[MetricRef]:
@@ -208,7 +212,19 @@ def to_experiment(e: ExperimentPayload, *, source: str, ui_url: str | None) -> E
         upstream_updated_at=_from_epoch_ms(modified),
         upstream_version=version,
         url=f"{ui_url}/experiments/{e.id}" if ui_url else None,
+        tags=tuple(e.tags),
+        detailed_status=e.healthCheckStatus,
+        decision=_decision(e),
     )
+
+
+def _decision(e: ExperimentPayload) -> Decision | None:
+    """Statsig's decision: a shipped group once `decision_made`, or the experiment abandoned."""
+    if e.status == "decision_made":
+        return Decision(outcome="launched", variation_id=e.launchedGroupID or None)
+    if e.status == "abandoned":
+        return Decision(outcome="abandoned")
+    return None
 
 
 def to_snapshot(
