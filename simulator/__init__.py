@@ -5,8 +5,29 @@
 in-process through `httpx.ASGITransport` or on loopback under uvicorn).
 `default_statsig_scenario` scripts Statsig experiments (groups, Pulse days, health checks) and
 `build_statsig_app` serves them as Statsig's Console API.
+`Faults` injects production's faults into either app (5xx bursts, 429 storms, malformed or
+drifted bodies, latency, hangs, dropped connections) and `RequestLog` records its requests.
+`load_scenario_file` reads scenarios for both platforms from a TOML file
+(`EXAMPLE_SCENARIO_FILE` scripts every knob).
 """
 
+from simulator.faults import (
+    ConnectionDroppedError,
+    DriftFault,
+    Fault,
+    Faults,
+    HangFault,
+    LatencyFault,
+    LoggedRequest,
+    MalformedBodyFault,
+    RateLimitFault,
+    RequestLog,
+    ResetFault,
+    Rule,
+    StatusFault,
+    remove_field,
+    set_field,
+)
 from simulator.growthbook import build_growthbook_app
 from simulator.scenario import (
     Scenario,
@@ -14,14 +35,37 @@ from simulator.scenario import (
     ScriptedMetric,
     ScriptedSnapshot,
     ScriptedVariation,
+    ScriptError,
     default_scenario,
+)
+from simulator.scenario_file import (
+    EXAMPLE_SCENARIO_FILE,
+    ScenarioFile,
+    ScenarioFileError,
+    load_scenario_file,
 )
 from simulator.statsig import build_statsig_app
 from simulator.statsig_experiment import StatsigExperiment, StatsigGroup, StatsigMetric
 from simulator.statsig_scenario import StatsigScenario, default_statsig_scenario
 
 __all__ = [
+    "EXAMPLE_SCENARIO_FILE",
+    "ConnectionDroppedError",
+    "DriftFault",
+    "Fault",
+    "Faults",
+    "HangFault",
+    "LatencyFault",
+    "LoggedRequest",
+    "MalformedBodyFault",
+    "RateLimitFault",
+    "RequestLog",
+    "ResetFault",
+    "Rule",
     "Scenario",
+    "ScenarioFile",
+    "ScenarioFileError",
+    "ScriptError",
     "ScriptedExperiment",
     "ScriptedMetric",
     "ScriptedSnapshot",
@@ -30,8 +74,12 @@ __all__ = [
     "StatsigGroup",
     "StatsigMetric",
     "StatsigScenario",
+    "StatusFault",
     "build_growthbook_app",
     "build_statsig_app",
     "default_scenario",
     "default_statsig_scenario",
+    "load_scenario_file",
+    "remove_field",
+    "set_field",
 ]

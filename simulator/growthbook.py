@@ -10,7 +10,10 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
   "No results found for that experiment", pagination errors), unknown paths 404;
 - results serialised as GrowthBook's `toSnapshotApiInterface` does: fractions for
   percentChange/ciLow/ciHigh, zeros (never nulls) for the baseline and for fields an engine
-  does not produce, `phase` as a string, `checks.srm` the SRM p-value.
+  does not produce, `phase` as a string, `checks.srm` the SRM p-value (payloads in
+  `simulator.growthbook_payloads`);
+- the portfolio scan `GET /experiments/results`: the latest results of a page of experiments,
+  leaving out those without results while paginating over the experiments.
 
 Every request reads the clock once; the refresh index it maps to fixes all content. Requests
 pass through one gate (`_GrowthBookApi.serve`), the place for fault injection to hook in.
@@ -22,6 +25,7 @@ import base64
 import binascii
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,8 +34,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.scenario import Scenario, ScriptedExperiment, ScriptedMetric, ScriptedSnapshot
-from simulator.stats import BASELINE_ANALYSIS, analyze_variation, srm_p_value
+from simulator.faults import Faults, RequestGate, RequestLog
+from simulator.growthbook_payloads import (
+    created_at,
+    enhanced_status,
+    experiment_json,
+    results_json,
+)
+from simulator.scenario import Scenario, ScriptedExperiment, ScriptedSnapshot
 
 __all__ = ["build_growthbook_app"]
 
@@ -41,12 +51,6 @@ Handler = Callable[[Request, int], Json]
 
 _RATE_LIMIT_WINDOW = timedelta(seconds=60)
 _STATUSES = ("draft", "running", "stopped")
-_DETAILED_STOPPED_STATUS = {
-    "won": "Won",
-    "lost": "Lost",
-    "inconclusive": "Inconclusive",
-    "dnf": "Didn't finish",
-}
 _UNKNOWN_EXPERIMENT = "Could not find experiment with that id"
 _NO_RESULTS = "No results found for that experiment"
 
@@ -61,22 +65,33 @@ def build_growthbook_app(
     api_key: str,
     clock: Clock = _wall_clock,
     rate_limit_per_minute: int = 60,
+    faults: Faults | None = None,
+    request_log: RequestLog | None = None,
 ) -> Starlette:
     """A Starlette app answering GrowthBook's REST API v1 for `scenario`.
 
     `clock` (timezone-aware UTC) is read once per request and decides the refresh index;
     `api_key` is the only secret key the app accepts; each key may make
     `rate_limit_per_minute` requests per fixed 60-second window of that clock.
+    `faults` injects faults before authentication (see `simulator.faults`; faulted requests
+    do not count against the rate limit); `request_log` records every request under /api/v1.
     """
     if rate_limit_per_minute < 1:
         raise ValueError(f"rate_limit_per_minute must be at least 1, got {rate_limit_per_minute}")
     api = _GrowthBookApi(
-        scenario, api_key=api_key, clock=clock, rate_limit_per_minute=rate_limit_per_minute
+        scenario,
+        api_key=api_key,
+        clock=clock,
+        rate_limit_per_minute=rate_limit_per_minute,
+        faults=faults,
+        request_log=request_log,
     )
     return Starlette(
         routes=[
             Route("/api/v1/", api.endpoint(api.index)),
             Route("/api/v1/experiments", api.endpoint(api.list_experiments)),
+            # Before /experiments/{id}, which would otherwise take "results" for an id.
+            Route("/api/v1/experiments/results", api.endpoint(api.list_experiment_results)),
             Route("/api/v1/experiments/{id}", api.endpoint(api.get_experiment)),
             Route("/api/v1/experiments/{id}/results", api.endpoint(api.get_results)),
             Route("/api/v1/{path:path}", api.endpoint(api.unknown_endpoint)),
@@ -117,24 +132,43 @@ class _RateLimiter:
 
 class _GrowthBookApi:
     def __init__(
-        self, scenario: Scenario, *, api_key: str, clock: Clock, rate_limit_per_minute: int
+        self,
+        scenario: Scenario,
+        *,
+        api_key: str,
+        clock: Clock,
+        rate_limit_per_minute: int,
+        faults: Faults | None,
+        request_log: RequestLog | None,
     ) -> None:
         self._scenario = scenario
         self._api_key = api_key
         self._clock = clock
         self._limiter = _RateLimiter(limit=rate_limit_per_minute)
+        self._gate = RequestGate(
+            faults=faults,
+            request_log=request_log,
+            error=lambda status_code, message: _error(_ApiError(status_code, message)),
+            too_many_requests=self._rate_limit_fault,
+        )
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """A Starlette endpoint running `handler` behind the gate."""
 
         async def endpoint(request: Request) -> Response:
-            return self.serve(request, handler)
+            return await self.serve(request, handler)
 
         return endpoint
 
-    def serve(self, request: Request, handler: Handler) -> Response:
-        """Authenticate, rate-limit, then answer with `handler` at the current refresh."""
+    async def serve(self, request: Request, handler: Handler) -> Response:
+        """Read the clock once; log the request, inject faults, else answer with `handler`."""
         now = self._clock()
+        return await self._gate.serve(
+            request, now=now, answer=lambda: self._answer(request, handler, now)
+        )
+
+    def _answer(self, request: Request, handler: Handler, now: datetime) -> Response:
+        """Authenticate, rate-limit, then answer with `handler` at the refresh of `now`."""
         try:
             key = _api_key_of(request)
         except _ApiError as error:
@@ -143,14 +177,24 @@ class _GrowthBookApi:
             return _error(_ApiError(401, "Invalid API key"))
         is_exceeded, headers = self._limiter.hit(key, now)
         if is_exceeded:
-            message = f"Too many requests, limit to {self._limiter.limit} per minute"
             headers["Retry-After"] = headers["RateLimit-Reset"]
-            return JSONResponse({"message": message}, status_code=429, headers=headers)
+            return self._too_many_requests(headers)
         try:
             body = handler(request, self._scenario.refresh_index(now))
         except _ApiError as error:
             return _error(error, headers=headers)
         return JSONResponse(body, headers=headers)
+
+    def _too_many_requests(self, headers: dict[str, str]) -> JSONResponse:
+        message = f"Too many requests, limit to {self._limiter.limit} per minute"
+        return JSONResponse({"message": message}, status_code=429, headers=headers)
+
+    def _rate_limit_fault(self, retry_after_seconds: int | None) -> JSONResponse:
+        """A fault's 429: the limiter's, with `RateLimit-Reset` only beside a `Retry-After`."""
+        headers = {"RateLimit-Limit": str(self._limiter.limit), "RateLimit-Remaining": "0"}
+        if retry_after_seconds is not None:
+            headers["RateLimit-Reset"] = str(retry_after_seconds)
+        return self._too_many_requests(headers)
 
     # -- handlers: (request, refresh index) -> JSON body, or _ApiError ----------------------
 
@@ -162,51 +206,55 @@ class _GrowthBookApi:
         }
 
     def list_experiments(self, request: Request, index: int) -> Json:
-        query = request.query_params
-        limit = _int_param(query.get("limit"), name="limit", default=10)
-        offset = _int_param(query.get("offset"), name="offset", default=0)
-        status = query.get("status")
-        if status is not None and status not in _STATUSES:
-            expected = "|".join(f'"{s}"' for s in _STATUSES)
-            raise _ApiError(
-                400, f"Querystring: [status] Invalid option: expected one of {expected}"
-            )
-        if not 1 <= limit <= 100:
-            raise _ApiError(400, "Pagination limit must be between 1 and 100")
-        if offset < 0:
-            raise _ApiError(400, "Invalid pagination offset")
-        project = query.get("projectId")
-        matching = [
-            e
-            for e in sorted(self._scenario.experiments, key=self._created)
-            if (status is None or e.status_at(index) == status)
-            and (project is None or e.project == project)
-        ]
-        page = matching[offset : offset + limit]
-        next_offset = offset + limit
-        has_more = next_offset < len(matching)
+        page = _Page.of(request)
+        matching = self._matching(request, index)
+        experiments = page.slice(matching)
         return {
-            "experiments": [self._experiment_json(e, index) for e in page],
-            "limit": limit,
-            "offset": offset,
-            "count": len(page),
-            "total": len(matching),
-            "hasMore": has_more,
-            "nextOffset": next_offset if has_more else None,
+            "experiments": [self._experiment_json(e, index) for e in experiments],
+            **page.fields(count=len(experiments), total=len(matching)),
+        }
+
+    def list_experiment_results(self, request: Request, index: int) -> Json:
+        """Latest results of the current phase for a page of experiments (a portfolio scan).
+
+        As GrowthBook's `listExperimentResults`: archived experiments included, oldest first;
+        experiments without results are left out, so `count` may be below the page size (even
+        0 with `hasMore`), while `total`, `hasMore` and `nextOffset` count experiments.
+        Serialised exactly as the single-experiment results (zeros for the baseline): the spec
+        types every analysis field as a plain number and GrowthBook uses the same serializer
+        here. The nulls the research notes mention belong to the separate bulk-results
+        endpoint (`/experiments/{id}/bulk-results`), which the fake does not serve.
+        """
+        page = _Page.of(request)
+        matching = self._matching(request, index)
+        results = [
+            self._results_json(experiment, snapshot)
+            for experiment in page.slice(matching)
+            if (snapshot := experiment.snapshot_at(index)) is not None
+        ]
+        return {
+            "experimentResults": results,
+            **page.fields(count=len(results), total=len(matching)),
         }
 
     def get_experiment(self, request: Request, index: int) -> Json:
         experiment = self._find(request)
         body = self._experiment_json(experiment, index)
-        body["enhancedStatus"] = _enhanced_status(experiment, index)
+        body["enhancedStatus"] = enhanced_status(experiment, index)
         return {"experiment": body}
 
     def get_results(self, request: Request, index: int) -> Json:
         experiment = self._find(request)
-        phase = request.query_params.get("phase", "0")
+        current = experiment.phase_at(index)
+        phase = request.query_params.get("phase", str(current))
         dimension = request.query_params.get("dimension", "")
-        snapshot = experiment.snapshot_at(index)
-        if snapshot is None or phase != "0" or dimension:
+        phases = [str(p) for p in range(current + 1)]
+        snapshot = (
+            experiment.snapshot_at(index, phase=phases.index(phase))
+            if phase in phases and not dimension
+            else None
+        )
+        if snapshot is None:
             raise _ApiError(400, _NO_RESULTS)
         return {
             "experiment": self._experiment_json(experiment, index),
@@ -216,7 +264,7 @@ class _GrowthBookApi:
     def unknown_endpoint(self, request: Request, index: int) -> Json:
         raise _ApiError(404, "Unknown API endpoint")
 
-    # -- serialisation ------------------------------------------------------------------------
+    # -- finding experiments ------------------------------------------------------------------
 
     def _find(self, request: Request) -> ScriptedExperiment:
         experiment = self._scenario.experiment(request.path_params["id"])
@@ -224,176 +272,70 @@ class _GrowthBookApi:
             raise _ApiError(400, _UNKNOWN_EXPERIMENT)
         return experiment
 
+    def _matching(self, request: Request, index: int) -> list[ScriptedExperiment]:
+        """The experiments passing the request's filters, oldest first."""
+        query = request.query_params
+        status = query.get("status")
+        if status is not None and status not in _STATUSES:
+            expected = "|".join(f'"{s}"' for s in _STATUSES)
+            raise _ApiError(
+                400, f"Querystring: [status] Invalid option: expected one of {expected}"
+            )
+        wanted = {name: query.get(name) for name in ("projectId", "datasourceId", "trackingKey")}
+        return [
+            e
+            for e in sorted(self._scenario.experiments, key=self._created)
+            if (status is None or e.status_at(index) == status)
+            and wanted["projectId"] in (None, e.project)
+            and wanted["datasourceId"] in (None, e.datasource_id)
+            and wanted["trackingKey"] in (None, e.tracking_key)
+        ]
+
     def _created(self, experiment: ScriptedExperiment) -> datetime:
-        return self._scenario.start - timedelta(seconds=experiment.created_seconds_before_start)
+        return created_at(self._scenario, experiment)
 
     def _experiment_json(self, experiment: ScriptedExperiment, index: int) -> Json:
-        created = self._created(experiment)
-        status = experiment.status_at(index)
-        analysed = experiment.analysed_index(index)
-        updated = created if status == "draft" else self._scenario.refresh_time(analysed)
-        ended = _iso(updated) if status == "stopped" else ""
-        variations = experiment.variations
-        body: Json = {
-            "id": experiment.id,
-            "trackingKey": experiment.tracking_key,
-            "dateCreated": _iso(created),
-            "dateUpdated": _iso(updated),
-            "name": experiment.name,
-            "type": "standard",
-            "project": experiment.project,
-            "hypothesis": experiment.hypothesis,
-            "description": "",
-            "tags": list(experiment.tags),
-            "owner": experiment.owner,
-            "archived": False,
-            "status": status,
-            "autoRefresh": True,
-            "hashAttribute": "id",
-            "hashVersion": 2,
-            "variations": [
-                {
-                    "variationId": v.id,
-                    "key": v.key,
-                    "name": v.name,
-                    "description": "",
-                    "screenshots": [],
-                }
-                for v in variations
-            ],
-            "phases": [
-                {
-                    "name": "Main",
-                    "dateStarted": _iso(created),
-                    "dateEnded": ended,
-                    "reasonForStopping": "",
-                    "seed": experiment.tracking_key,
-                    "coverage": 1,
-                    "trafficSplit": [
-                        {"variationId": v.id, "weight": w}
-                        for v, w in zip(variations, experiment.weights, strict=True)
-                    ],
-                    "targetingCondition": "",
-                }
-            ],
-            "settings": {
-                **_analysis_settings(experiment),
-                "regressionAdjustmentEnabled": False,
-                "sequentialTestingEnabled": False,
-                "sequentialTestingTuningParameter": 5000,
-            },
-            "shareLevel": "organization",
-            "linkedFeatures": [],
-            "hasVisualChangesets": False,
-            "hasURLRedirects": False,
-            "customFields": {},
-        }
-        if status == "stopped":
-            won = experiment.verdict == "won"
-            winner = variations[-1].id if won else variations[0].id
-            body["resultSummary"] = {
-                "status": experiment.verdict,
-                "winner": winner,
-                "conclusions": "",
-                "releasedVariationId": winner if won else "",
-                "excludeFromPayload": False,
-            }
-        return body
+        return experiment_json(self._scenario, experiment, index)
 
     def _results_json(self, experiment: ScriptedExperiment, snapshot: ScriptedSnapshot) -> Json:
-        at = snapshot.refresh_index
-        refreshed = _iso(self._scenario.refresh_time(at))
-        suffix = experiment.id.removeprefix("exp_")
+        return results_json(self._scenario, experiment, snapshot)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Page:
+    """A page of a list: `limit` items from `offset`, described by GrowthBook's PaginationFields."""
+
+    limit: int
+    offset: int
+
+    @classmethod
+    def of(cls, request: Request) -> _Page:
+        """The page a request asks for (limit 1..100, default 10; offset >= 0, default 0)."""
+        query = request.query_params
+        limit = _int_param(query.get("limit"), name="limit", default=10)
+        offset = _int_param(query.get("offset"), name="offset", default=0)
+        if not 1 <= limit <= 100:
+            raise _ApiError(400, "Pagination limit must be between 1 and 100")
+        if offset < 0:
+            raise _ApiError(400, "Invalid pagination offset")
+        return cls(limit=limit, offset=offset)
+
+    def slice(self, items: list[ScriptedExperiment]) -> list[ScriptedExperiment]:
+        """The page's share of `items`."""
+        return items[self.offset : self.offset + self.limit]
+
+    def fields(self, *, count: int, total: int) -> Json:
+        """PaginationFields; `hasMore`/`nextOffset` advance over the `total` listed items."""
+        next_offset = self.offset + self.limit
+        has_more = next_offset < total
         return {
-            "id": f"snp_{suffix}_{at}",
-            "dateUpdated": refreshed,
-            "experimentId": experiment.id,
-            "phase": "0",
-            "dateStart": _iso(self._created(experiment)),
-            "dateEnd": refreshed,
-            "dimension": {"type": "none"},
-            "settings": _analysis_settings(experiment),
-            "queryIds": [f"qry_{suffix}_{at}_users", f"qry_{suffix}_{at}_metrics"],
-            "results": [
-                {
-                    "dimension": "All",
-                    "totalUsers": sum(snapshot.users),
-                    "checks": {"srm": srm_p_value(snapshot.users, experiment.weights)},
-                    "metrics": [
-                        _metric_json(experiment, snapshot, m.id, m.name) for m in experiment.metrics
-                    ],
-                }
-            ],
+            "limit": self.limit,
+            "offset": self.offset,
+            "count": count,
+            "total": total,
+            "hasMore": has_more,
+            "nextOffset": next_offset if has_more else None,
         }
-
-
-def _metric_json(
-    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric_id: str, name: str
-) -> Json:
-    control = snapshot.arm(metric_id, 0)
-    variations = []
-    for j, variation in enumerate(experiment.variations):
-        arm = snapshot.arm(metric_id, j)
-        stats = (
-            BASELINE_ANALYSIS
-            if j == 0
-            else analyze_variation(control, arm, engine=experiment.engine)
-        )
-        analysis = {
-            "engine": experiment.engine,
-            "numerator": arm.conversions,
-            "denominator": arm.users,
-            "mean": arm.mean,
-            "stddev": arm.stddev,
-            "percentChange": stats.percent_change,
-            "ciLow": stats.ci_low,
-            "ciHigh": stats.ci_high,
-            "pValue": stats.p_value,
-            "risk": stats.risk,
-            "chanceToBeatControl": stats.chance_to_beat_control,
-        }
-        variations.append(
-            {
-                "variationId": variation.id,
-                "variationName": variation.name,
-                "users": arm.users,
-                "analyses": [analysis],
-            }
-        )
-    return {"metricId": metric_id, "metricName": name, "variations": variations}
-
-
-def _analysis_settings(experiment: ScriptedExperiment) -> Json:
-    def refs(metrics: tuple[ScriptedMetric, ...]) -> list[Json]:
-        return [{"metricId": m.id, "overrides": {}} for m in metrics]
-
-    return {
-        "datasourceId": "ds_warehouse",
-        "assignmentQueryId": "user_id",
-        "experimentId": experiment.tracking_key,
-        "segmentId": "",
-        "queryFilter": "",
-        "inProgressConversions": "include",
-        "attributionModel": "firstExposure",
-        "statsEngine": experiment.engine,
-        "goals": refs(experiment.goals),
-        "secondaryMetrics": refs(experiment.secondary_metrics),
-        "guardrails": refs(experiment.guardrails),
-    }
-
-
-def _enhanced_status(experiment: ScriptedExperiment, index: int) -> Json:
-    """GrowthBook's status indicator, without its premium decision framework."""
-    status = experiment.status_at(index)
-    if status == "draft":
-        return {"status": "Draft"}
-    if status == "stopped":
-        return {"status": "Stopped", "detailedStatus": _DETAILED_STOPPED_STATUS[experiment.verdict]}
-    if not experiment.has_results_at(index):
-        return {"status": "Running", "detailedStatus": "No data"}
-    if experiment.is_srm_at(index):
-        return {"status": "Running", "detailedStatus": "Unhealthy"}
-    return {"status": "Running"}
 
 
 def _api_key_of(request: Request) -> str:
@@ -427,9 +369,3 @@ def _int_param(raw: str | None, *, name: str, default: int) -> int:
 
 def _error(error: _ApiError, *, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"message": error.message}, status_code=error.status_code, headers=headers)
-
-
-def _iso(moment: datetime) -> str:
-    """JavaScript's `Date.toISOString()`: UTC, milliseconds, a trailing Z."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simulator.faults import Faults, RequestGate, RequestLog
 from simulator.statsig_experiment import STATSIG_STATUSES, StatsigExperiment, StatsigMetric
 from simulator.statsig_payloads import (
     PulseSpelling,
@@ -84,6 +85,8 @@ def build_statsig_app(
     rate_limit_window_seconds: float = 10.0,
     pulse_spelling: PulseSpelling = "camelCase",
     pulse_interval_bounds: bool = False,
+    faults: Faults | None = None,
+    request_log: RequestLog | None = None,
 ) -> Starlette:
     """A Starlette app answering Statsig's Console API experiment reads for `scenario`.
 
@@ -93,6 +96,9 @@ def build_statsig_app(
     `pulse_spelling="snake_case"` serves pulse metrics as Statsig's own example spells them;
     `pulse_interval_bounds` adds the `{lower, upper}` interval objects of newer docs (which the
     20240601 schema does not allow).
+    `faults` injects faults before authentication (see `simulator.faults`; faulted requests
+    do not count against the rate limit); `request_log` records every request under
+    /console/v1.
     """
     if rate_limit_per_window is not None and rate_limit_per_window < 1:
         raise ValueError(f"rate_limit_per_window must be at least 1, got {rate_limit_per_window}")
@@ -112,6 +118,8 @@ def build_statsig_app(
         ),
         pulse_spelling=pulse_spelling,
         pulse_interval_bounds=pulse_interval_bounds,
+        faults=faults,
+        request_log=request_log,
     )
     return Starlette(
         routes=[
@@ -163,6 +171,8 @@ class _StatsigApi:
         limiter: _FixedWindowLimiter | None,
         pulse_spelling: PulseSpelling,
         pulse_interval_bounds: bool,
+        faults: Faults | None,
+        request_log: RequestLog | None,
     ) -> None:
         self._scenario = scenario
         self._api_key = api_key
@@ -170,18 +180,32 @@ class _StatsigApi:
         self._limiter = limiter
         self._pulse_spelling = pulse_spelling
         self._pulse_interval_bounds = pulse_interval_bounds
+        self._gate = RequestGate(
+            faults=faults,
+            request_log=request_log,
+            error=lambda status_code, message: _error(_ApiError(status_code, message)),
+            too_many_requests=lambda _retry_after_seconds: _error(
+                _ApiError(429, _TOO_MANY_REQUESTS)
+            ),
+        )
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """A Starlette endpoint running `handler` behind the gate."""
 
         async def endpoint(request: Request) -> Response:
-            return self.serve(request, handler)
+            return await self.serve(request, handler)
 
         return endpoint
 
-    def serve(self, request: Request, handler: Handler) -> Response:
-        """Authenticate, rate-limit, then answer with `handler` at the current refresh."""
+    async def serve(self, request: Request, handler: Handler) -> Response:
+        """Read the clock once; log the request, inject faults, else answer with `handler`."""
         now = self._clock()
+        return await self._gate.serve(
+            request, now=now, answer=lambda: self._answer(request, handler, now)
+        )
+
+    def _answer(self, request: Request, handler: Handler, now: datetime) -> Response:
+        """Authenticate, rate-limit, then answer with `handler` at the refresh of `now`."""
         key = request.headers.get("STATSIG-API-KEY")
         if key != self._api_key:
             return _error(_ApiError(401, f"{_INVALID_KEY} Key: {key or 'undefined'}"))

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from simulator.statsig_experiment import StatsigExperiment, StatsigGroup, StatsigMetric
 from simulator.timeline import Timeline, check_unique_ids
 
-__all__ = ["StatsigScenario", "default_statsig_scenario"]
+__all__ = ["StatsigScenario", "default_statsig_scenario", "stable_group_id"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,7 @@ class StatsigScenario(Timeline):
         return next((e for e in self.experiments if e.id == experiment_id), None)
 
 
-def _group_id(experiment_id: str, name: str) -> str:
+def stable_group_id(experiment_id: str, name: str) -> str:
     """A stable 22-character base62 id, shaped like Statsig's group ids."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     seed = zlib.crc32(f"{experiment_id}/{name}".encode())
@@ -56,7 +56,7 @@ def _group_id(experiment_id: str, name: str) -> str:
 
 def _groups(experiment_id: str, *named: tuple[str, float]) -> tuple[StatsigGroup, ...]:
     return tuple(
-        StatsigGroup(id=_group_id(experiment_id, name), name=name, size=size)
+        StatsigGroup(id=stable_group_id(experiment_id, name), name=name, size=size)
         for name, size in named
     )
 

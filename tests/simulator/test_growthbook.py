@@ -13,12 +13,19 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # ships no stubs
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
-from simulator import build_growthbook_app, default_scenario
+from simulator import (
+    Scenario,
+    ScriptedExperiment,
+    ScriptedMetric,
+    ScriptedVariation,
+    build_growthbook_app,
+    default_scenario,
+)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 REFRESH_SECONDS = 60.0
@@ -122,7 +129,8 @@ def spec_registry() -> Registry[Any]:
     spec = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)  # a safe loader
     normalized = _merge_object_all_of(spec, spec)
     resource = Resource.from_contents(normalized, default_specification=DRAFT202012)
-    return Registry().with_resource(SPEC_URI, resource)
+    registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
+    return registry
 
 
 def assert_matches_spec(registry: Registry[Any], path: str, body: Any) -> None:
@@ -508,6 +516,230 @@ async def test_a_stopped_experiment_reports_its_verdict_and_frozen_results() -> 
     assert experiment["enhancedStatus"] == {"status": "Stopped", "detailedStatus": "Won"}
     assert experiment["phases"][0]["dateEnded"] == "2026-01-01T00:00:00.000Z"
     assert goal_treatment(first, "met_search_ctr")["chanceToBeatControl"] > 0.95
+
+
+# -- portfolio results (GET /experiments/results) and scripted knobs ------------------------
+
+PORTFOLIO = "/api/v1/experiments/results"
+
+
+def knob_scenario() -> Scenario:
+    """Four experiments scripting a phase restart, a no-data period, an archive, a late start."""
+
+    def scripted(experiment_id: str, days_old: float, **knobs: Any) -> ScriptedExperiment:
+        return ScriptedExperiment(
+            id=experiment_id,
+            name=experiment_id.removeprefix("exp_").title(),
+            tracking_key=experiment_id.removeprefix("exp_"),
+            variations=(
+                ScriptedVariation(id=f"var_{experiment_id}_0", key="0", name="Control"),
+                ScriptedVariation(id=f"var_{experiment_id}_1", key="1", name="Treatment"),
+            ),
+            weights=(0.5, 0.5),
+            goals=(ScriptedMetric(id="met_goal", name="Goal", control_rate=0.1),),
+            created_seconds_before_start=days_old * 86400.0,
+            **knobs,
+        )
+
+    return Scenario(
+        start=START,
+        refresh_seconds=REFRESH_SECONDS,
+        experiments=(
+            scripted(
+                "exp_restart",
+                4,
+                secondary_metrics=(
+                    ScriptedMetric(id="met_late", name="Late", control_rate=0.2, added_at=2),
+                ),
+                guardrails=(ScriptedMetric(id="met_guard", name="Guard", control_rate=0.3),),
+                guardrail_regresses_from=3,
+                new_phase_at=4,
+                new_phase_weights=(0.3, 0.7),
+            ),
+            scripted("exp_gap", 3, no_data_between=(2, 4), datasource_id="ds_events"),
+            scripted(
+                "exp_archived", 2, significant_from=1, stops_at=3, verdict="lost", archived_at=5
+            ),
+            scripted("exp_late", 1, starts_at=2, first_results_at=3),
+        ),
+    )
+
+
+def make_knob_app(clock: ManualClock) -> Starlette:
+    return build_growthbook_app(knob_scenario(), api_key=KEY, clock=clock.now)
+
+
+@pytest.mark.anyio
+async def test_portfolio_results_match_the_spec(spec_registry: Registry[Any]) -> None:
+    """GET /experiments/results validates against listExperimentResults' 200 schema."""
+    for make in (make_app, make_knob_app):
+        for index in (0, 1, 3, 4, 6, 7):
+            async with connect(make(ManualClock(at_refresh(index)))) as client:
+                body = await get_json(client, PORTFOLIO, limit=100)
+            assert_matches_spec(spec_registry, "/v1/experiments/results", body)
+
+
+@pytest.mark.anyio
+async def test_scripted_knobs_match_the_spec(spec_registry: Registry[Any]) -> None:
+    """Phases, archives, late metrics and late starts keep every payload within the spec."""
+    ids = [e.id for e in knob_scenario().experiments]
+    for index in (0, 2, 3, 4, 5, 8):
+        async with connect(make_knob_app(ManualClock(at_refresh(index)))) as client:
+            listed = await get_json(client, "/api/v1/experiments", limit=100)
+            assert_matches_spec(spec_registry, "/v1/experiments", listed)
+            for experiment_id in ids:
+                single = await get_json(client, f"/api/v1/experiments/{experiment_id}")
+                assert_matches_spec(spec_registry, "/v1/experiments/{id}", single)
+                response = await client.get(f"/api/v1/experiments/{experiment_id}/results")
+                if response.status_code == 200:
+                    body = response.json()
+                    assert_matches_spec(spec_registry, "/v1/experiments/{id}/results", body)
+
+
+@pytest.mark.anyio
+async def test_the_portfolio_leaves_out_drafts_and_experiments_without_results() -> None:
+    """At refresh 0 only the stopped and the frequentist experiment have results to report."""
+    async with connect(make_app(ManualClock(at_refresh(0)))) as client:
+        body = await get_json(client, PORTFOLIO)
+    assert [r["experimentId"] for r in body["experimentResults"]] == [
+        "exp_search_ranking",
+        PRICING,
+    ]
+    assert (body["limit"], body["offset"], body["count"], body["total"]) == (10, 0, 2, 4)
+    assert (body["hasMore"], body["nextOffset"]) == (False, None)
+
+
+@pytest.mark.anyio
+async def test_portfolio_pages_advance_over_experiments_not_results() -> None:
+    """With limit 1 a page may hold no results yet have more; nextOffset counts experiments."""
+    pages: list[dict[str, Any]] = []
+    offset: int | None = 0
+    async with connect(make_app(ManualClock(at_refresh(0)))) as client:
+        while offset is not None:
+            page = await get_json(client, PORTFOLIO, limit=1, offset=offset)
+            pages.append(page)
+            offset = page["nextOffset"]
+    assert [p["count"] for p in pages] == [1, 0, 1, 0]
+    assert [p["hasMore"] for p in pages] == [True, True, True, False]
+    assert [p["nextOffset"] for p in pages] == [1, 2, 3, None]
+    assert {p["total"] for p in pages} == {4}
+
+
+@pytest.mark.anyio
+async def test_portfolio_entries_are_the_single_experiment_results() -> None:
+    """Each entry equals what GET /experiments/{id}/results answers as `result`."""
+    async with connect(make_app(ManualClock(at_refresh(6)))) as client:
+        body = await get_json(client, PORTFOLIO)
+        assert body["count"] == 3
+        for entry in body["experimentResults"]:
+            single = await get_json(client, f"/api/v1/experiments/{entry['experimentId']}/results")
+            assert entry == single["result"]
+
+
+@pytest.mark.anyio
+async def test_portfolio_results_report_zeros_for_the_baseline() -> None:
+    """As in the single-experiment results, the baseline's analysis fields are 0, not null."""
+    async with connect(make_app(ManualClock(at_refresh(4)))) as client:
+        body = await get_json(client, PORTFOLIO)
+    for entry in body["experimentResults"]:
+        for metric in entry["results"][0]["metrics"]:
+            baseline = metric["variations"][0]["analyses"][0]
+            for field in ("percentChange", "ciLow", "ciHigh", "pValue", "risk"):
+                assert baseline[field] == 0, (entry["experimentId"], field)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("params", "expected", "total"),
+    [
+        ({"status": "running"}, [CHECKOUT, PRICING], 2),
+        ({"status": "stopped"}, ["exp_search_ranking"], 1),
+        ({"status": "draft"}, [], 1),
+        ({"projectId": "prj_growth"}, [PRICING], 2),
+        ({"trackingKey": "checkout-redesign"}, [CHECKOUT], 1),
+        ({"datasourceId": "ds_warehouse"}, ["exp_search_ranking", CHECKOUT, PRICING], 4),
+        ({"datasourceId": "ds_elsewhere"}, [], 0),
+    ],
+)
+async def test_portfolio_filters_keep_only_matching_experiments(
+    params: dict[str, str], expected: list[str], total: int
+) -> None:
+    """status, projectId, trackingKey and datasourceId narrow the experiments scanned."""
+    async with connect(make_app(ManualClock(at_refresh(3)))) as client:
+        body = await get_json(client, PORTFOLIO, **params)
+    assert [r["experimentId"] for r in body["experimentResults"]] == expected
+    assert body["total"] == total
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": 0}, "Pagination limit must be between 1 and 100"),
+        ({"limit": 101}, "Pagination limit must be between 1 and 100"),
+        ({"offset": "two"}, "[offset]"),
+        ({"offset": -1}, "Invalid pagination offset"),
+        ({"status": "archived"}, "[status]"),
+    ],
+)
+async def test_invalid_portfolio_parameters_are_a_400(params: dict[str, Any], message: str) -> None:
+    """The portfolio scan checks its parameters as the experiment list does."""
+    async with connect(make_app(ManualClock(START))) as client:
+        response = await client.get(PORTFOLIO, params=params)
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+
+
+@pytest.mark.anyio
+async def test_the_experiment_list_filters_by_tracking_key_and_data_source() -> None:
+    """GET /experiments honours trackingKey and datasourceId too."""
+    async with connect(make_knob_app(ManualClock(at_refresh(1)))) as client:
+        by_key = await get_json(client, "/api/v1/experiments", trackingKey="late")
+        by_source = await get_json(client, "/api/v1/experiments", datasourceId="ds_events")
+    assert [e["id"] for e in by_key["experiments"]] == ["exp_late"]
+    assert [e["id"] for e in by_source["experiments"]] == ["exp_gap"]
+
+
+@pytest.mark.anyio
+async def test_the_portfolio_follows_no_data_periods_phases_and_archives() -> None:
+    """No-data refreshes drop an entry, a new phase reports phase "1", archives stay listed."""
+    reported: dict[int, dict[str, str]] = {}
+    clock = ManualClock(at_refresh(0))
+    async with connect(make_knob_app(clock)) as client:
+        for index in range(8):
+            body = await get_json(client, PORTFOLIO)
+            reported[index] = {r["experimentId"]: r["phase"] for r in body["experimentResults"]}
+            assert body["total"] == 4
+            clock.advance(REFRESH_SECONDS)
+    assert reported[0] == {"exp_restart": "0", "exp_gap": "0", "exp_archived": "0"}
+    assert "exp_gap" not in reported[2] and "exp_gap" not in reported[3]
+    assert reported[4]["exp_gap"] == "0"
+    assert "exp_late" not in reported[2] and reported[3]["exp_late"] == "0"
+    assert [reported[i]["exp_restart"] for i in (3, 4, 7)] == ["0", "1", "1"]
+    assert "exp_archived" in reported[7]
+
+
+@pytest.mark.anyio
+async def test_results_answer_any_begun_phase_and_default_to_the_current_one() -> None:
+    """After a restart: no phase or "1" is the new phase, "0" the first phase's last analysis."""
+    path = "/api/v1/experiments/exp_restart/results"
+    async with connect(make_knob_app(ManualClock(at_refresh(3)))) as client:
+        before = await get_json(client, path)
+        too_early = await client.get(path, params={"phase": "1"})
+    async with connect(make_knob_app(ManualClock(at_refresh(6)))) as client:
+        current = await get_json(client, path)
+        explicit = await get_json(client, path, phase="1")
+        first = await get_json(client, path, phase="0")
+        unknown = await client.get(path, params={"phase": "2"})
+    assert too_early.status_code == unknown.status_code == 400
+    assert current == explicit
+    assert current["result"]["phase"] == "1"
+    assert current["result"]["dateStart"] == "2026-01-01T00:04:00.000Z"
+    assert current["result"]["results"][0]["totalUsers"] == 3 * 4000
+    assert first["result"] == before["result"]
+    phases = current["experiment"]["phases"]
+    assert [p["dateEnded"] for p in phases] == ["2026-01-01T00:04:00.000Z", ""]
+    assert [s["weight"] for s in phases[1]["trafficSplit"]] == [0.3, 0.7]
 
 
 # -- rate limiting --------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from simulator import (
     ScriptedExperiment,
     ScriptedMetric,
     ScriptedVariation,
+    ScriptError,
     default_scenario,
 )
 from simulator.stats import (
     BinomialArm,
     StatsEngine,
+    VariationAnalysis,
     analyze_variation,
     chi2_isf,
     chi2_sf,
@@ -247,6 +249,251 @@ def test_unscripted_metrics_stay_inconclusive(engine: StatsEngine) -> None:
     assert not any(_is_significant(experiment, i) for i in range(40))
 
 
+# -- knobs: vanishing effects, guardrails, lifecycle, metrics, phases, no data ---------------
+
+
+def _is_regressed(experiment: ScriptedExperiment, index: int) -> bool:
+    """The first guardrail's last variation is significantly worse than the baseline."""
+    snapshot = experiment.snapshot_at(index)
+    assert snapshot is not None
+    metric = experiment.guardrails[0].id
+    analysis = analyze_variation(
+        snapshot.arm(metric, 0), snapshot.arm(metric, -1), engine=experiment.engine
+    )
+    return _is_worse(analysis, experiment.engine)
+
+
+def _is_worse(analysis: VariationAnalysis, engine: StatsEngine) -> bool:
+    """A significant negative lift by GrowthBook's rule for `engine`."""
+    if engine == "bayesian":
+        significant = analysis.chance_to_beat_control < 0.05
+    else:
+        significant = analysis.p_value < 0.05
+    return significant and analysis.percent_change < 0
+
+
+GUARDRAIL = ScriptedMetric(id="met_guard", name="Guard", control_rate=0.3)
+
+
+@pytest.mark.parametrize(
+    ("engine", "first_results_at", "significant_from", "significant_until", "new_phase_at"),
+    [
+        ("bayesian", 1, 3, 7, None),
+        ("frequentist", 0, 2, 3, None),
+        ("bayesian", 0, 4, 12, 8),
+        ("frequentist", 2, 3, 9, 6),
+        ("bayesian", 0, 0, 5, None),
+    ],
+)
+def test_significance_vanishes_exactly_at_significant_until(
+    engine: StatsEngine,
+    first_results_at: int,
+    significant_from: int,
+    significant_until: int,
+    new_phase_at: int | None,
+) -> None:
+    """The goal is significant on [significant_from, significant_until), across a new phase."""
+    experiment = _experiment(
+        engine=engine,
+        first_results_at=first_results_at,
+        significant_from=significant_from,
+        significant_until=significant_until,
+        new_phase_at=new_phase_at,
+    )
+    for index in range(first_results_at, 25):
+        expected = significant_from <= index < significant_until
+        assert _is_significant(experiment, index) == expected, index
+
+
+@pytest.mark.parametrize("engine", ["bayesian", "frequentist"])
+def test_a_significant_goal_stays_significant_through_a_new_phase(engine: StatsEngine) -> None:
+    """Counts restart with the phase, but the scripted effect holds from its first refresh."""
+    experiment = _experiment(engine=engine, first_results_at=1, significant_from=3, new_phase_at=6)
+    assert [_is_significant(experiment, i) for i in range(1, 15)] == [False] * 2 + [True] * 12
+
+
+@pytest.mark.parametrize(
+    ("engine", "weights", "first_results_at", "regresses_from", "srm_from", "new_phase_at"),
+    [
+        ("bayesian", (0.5, 0.5), 1, 5, None, None),
+        ("frequentist", (0.5, 0.5), 0, 3, None, None),
+        ("bayesian", (0.4, 0.3, 0.3), 0, 6, 2, None),
+        ("frequentist", (0.2, 0.8), 2, 4, None, 9),
+        ("bayesian", (0.5, 0.5), 0, 0, None, None),
+        ("bayesian", (0.5, 0.5), 0, 10, None, 4),
+    ],
+)
+def test_the_first_guardrail_regresses_exactly_at_guardrail_regresses_from(
+    engine: StatsEngine,
+    weights: tuple[float, ...],
+    first_results_at: int,
+    regresses_from: int,
+    srm_from: int | None,
+    new_phase_at: int | None,
+) -> None:
+    """Its last variation turns significantly worse at the scripted refresh and stays so."""
+    variations = tuple(
+        ScriptedVariation(id=f"var_{i}", key=str(i), name=f"Arm {i}") for i in range(len(weights))
+    )
+    experiment = _experiment(
+        engine=engine,
+        variations=variations,
+        weights=weights,
+        guardrails=(GUARDRAIL, ScriptedMetric(id="met_other", name="Other", control_rate=0.2)),
+        first_results_at=first_results_at,
+        guardrail_regresses_from=regresses_from,
+        srm_from=srm_from,
+        new_phase_at=new_phase_at,
+    )
+    for index in range(first_results_at, 25):
+        assert _is_regressed(experiment, index) == (index >= regresses_from), index
+        assert not _is_significant(experiment, index), index
+        snapshot = experiment.snapshot_at(index)
+        assert snapshot is not None
+        other = analyze_variation(
+            snapshot.arm("met_other", 0), snapshot.arm("met_other", -1), engine=engine
+        )
+        assert not _is_worse(other, engine), index
+
+
+def test_starts_at_keeps_the_experiment_a_draft_until_then() -> None:
+    """Draft without results before starts_at, running from it, results from first_results_at."""
+    experiment = _experiment(starts_at=3, first_results_at=4)
+    assert [experiment.status_at(i) for i in (0, 2, 3, 9)] == [
+        "draft",
+        "draft",
+        "running",
+        "running",
+    ]
+    assert [experiment.has_results_at(i) for i in (2, 3, 4)] == [False, False, True]
+    snapshot = experiment.snapshot_at(4)
+    assert snapshot is not None
+    assert sum(snapshot.users) == experiment.users_per_refresh
+
+
+def test_archiving_freezes_results_and_keeps_the_status() -> None:
+    """From archived_at on the experiment is archived, its results frozen, its status as before."""
+    experiment = _experiment(stops_at=4, archived_at=7)
+    assert [experiment.is_archived_at(i) for i in (6, 7, 20)] == [False, True, True]
+    assert experiment.status_at(9) == "stopped"
+    running = _experiment(archived_at=5)
+    assert running.status_at(9) == "running"
+    assert running.snapshot_at(9) == running.snapshot_at(5) != running.snapshot_at(4)
+
+
+def test_a_metric_is_analysed_only_from_its_added_at() -> None:
+    """A metric with added_at is absent from the snapshots before that refresh."""
+    late = ScriptedMetric(id="met_late", name="Late", control_rate=0.2, added_at=5)
+    experiment = _experiment(secondary_metrics=(late,))
+    assert [m.id for m in experiment.metrics_at(4)] == ["met_goal"]
+    assert [m.id for m in experiment.metrics_at(5)] == ["met_goal", "met_late"]
+    before, after = experiment.snapshot_at(4), experiment.snapshot_at(5)
+    assert before is not None and after is not None
+    assert set(before.conversions) == {"met_goal"}
+    assert set(after.conversions) == {"met_goal", "met_late"}
+
+
+def test_a_new_phase_restarts_the_counts_with_its_own_weights() -> None:
+    """From new_phase_at: phase 1, counts from zero split by new_phase_weights, a healthy SRM."""
+    experiment = _experiment(first_results_at=1, new_phase_at=6, new_phase_weights=(0.2, 0.8))
+    assert [experiment.phase_at(i) for i in (5, 6, 12)] == [0, 1, 1]
+    last_of_first = experiment.snapshot_at(5)
+    first_of_second = experiment.snapshot_at(6)
+    assert last_of_first is not None and first_of_second is not None
+    assert (last_of_first.phase, first_of_second.phase) == (0, 1)
+    assert sum(last_of_first.users) == 5 * experiment.users_per_refresh
+    assert sum(first_of_second.users) == experiment.users_per_refresh
+    assert first_of_second.users[1] > 3 * first_of_second.users[0]
+    for index in range(6, 20):
+        snapshot = experiment.snapshot_at(index)
+        assert snapshot is not None
+        assert srm_p_value(snapshot.users, experiment.phase_weights(1)) > 0.05
+    assert experiment.snapshot_at(12, phase=0) == last_of_first
+    assert experiment.snapshot_at(5, phase=1) is None
+
+
+def test_no_data_between_removes_the_results_of_that_period() -> None:
+    """Refreshes a..b-1 have no results; afterwards the cumulative counts carry on."""
+    experiment = _experiment(no_data_between=(3, 5))
+    assert [experiment.has_results_at(i) for i in range(7)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert experiment.snapshot_at(4) is None
+    after = experiment.snapshot_at(5)
+    assert after is not None
+    assert sum(after.users) == 6 * experiment.users_per_refresh
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"significant_until": 4}, "significant_until", "needs a significant_from"),
+        (
+            {"significant_from": 4, "significant_until": 4},
+            "significant_until",
+            "significant_from before it",
+        ),
+        ({"guardrail_regresses_from": 2}, "guardrail_regresses_from", "without guardrails"),
+        (
+            {
+                "guardrails": (ScriptedMetric(id="met_rare", name="Rare", control_rate=0.001),),
+                "guardrail_regresses_from": 2,
+            },
+            "guardrail_regresses_from",
+            "too few",
+        ),
+        ({"no_data_between": (5, 5)}, "no_data_between", "must end after"),
+        ({"no_data_between": (-1, 5)}, "no_data_between", "negative refresh index"),
+        ({"starts_at": 2, "is_draft": True}, "starts_at", "never starts"),
+        ({"starts_at": 2}, "first_results_at", "before it starts"),
+        (
+            {"starts_at": 2, "first_results_at": 2, "stops_at": 1},
+            "stops_at",
+            "before it starts",
+        ),
+        ({"new_phase_weights": (0.5, 0.5)}, "new_phase_weights", "without new_phase_at"),
+        (
+            {"new_phase_at": 3, "new_phase_weights": (1.0,)},
+            "new_phase_weights",
+            "1 weights for 2 variations",
+        ),
+        ({"new_phase_at": 0}, "new_phase_at", "after first_results_at"),
+        ({"new_phase_at": 5, "stops_at": 5}, "new_phase_at", "before stops_at"),
+        ({"new_phase_at": 5, "archived_at": 3}, "new_phase_at", "before archived_at"),
+        ({"archived_at": -2}, "archived_at", "negative refresh index"),
+        (
+            {"secondary_metrics": (ScriptedMetric(id="met_goal", name="Again", control_rate=0.2),)},
+            "secondary_metrics",
+            "twice",
+        ),
+        (
+            {"goals": (ScriptedMetric(id="met_g", name="G", control_rate=0.1, added_at=2),)},
+            "goals",
+            "from the start",
+        ),
+        (
+            {"guardrails": (ScriptedMetric(id="met_r", name="R", control_rate=0.1, added_at=-1),)},
+            "guardrails",
+            "negative added_at",
+        ),
+    ],
+)
+def test_inconsistent_knobs_are_rejected_naming_the_field(
+    changes: dict[str, object], field: str, message: str
+) -> None:
+    """A knob that contradicts the script raises ScriptError naming the field at fault."""
+    with pytest.raises(ScriptError, match=message) as caught:
+        _experiment(**changes)
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+
+
 # -- statistics -----------------------------------------------------------------------------
 
 
@@ -312,3 +559,14 @@ def test_srm_p_value_is_one_for_an_exact_split_and_drops_zero_weight_arms() -> N
     assert srm_p_value([500, 500, 37], [0.5, 0.5, 0.0]) == pytest.approx(1.0)
     assert srm_p_value([10, 0], [1.0, 0.0]) == 1.0
     assert srm_p_value([5200, 4800], [0.5, 0.5]) < 0.001
+
+
+def test_an_experiment_refreshed_every_kth_refresh_keeps_its_results_in_between() -> None:
+    """`refresh_every=3`: the analysis (and so the upstream version) changes at 0, 3, 6 only."""
+    experiment = _experiment(refresh_every=3)
+    analysed = [experiment.analysed_index(i) for i in range(8)]
+    assert analysed == [0, 0, 0, 3, 3, 3, 6, 6]
+    assert experiment.snapshot_at(4) == experiment.snapshot_at(3)
+    assert experiment.snapshot_at(6) != experiment.snapshot_at(5)
+    with pytest.raises(ValueError, match="refresh_every"):
+        _experiment(refresh_every=0)

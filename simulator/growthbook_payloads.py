@@ -1,0 +1,245 @@
+"""GrowthBook REST API v1 payloads for the fake: experiments, status indicators and results.
+
+Shapes follow GrowthBook's OpenAPI spec 5.0.1 (`Experiment`, `ExperimentWithEnhancedStatus`,
+`ExperimentResults`). Results are serialised as GrowthBook's `toSnapshotApiInterface` does:
+fractions for percentChange/ciLow/ciHigh, zeros (never nulls) for the baseline and for fields
+an engine does not produce, `phase` as a string, `checks.srm` the SRM p-value.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from simulator.scenario import Scenario, ScriptedExperiment, ScriptedMetric, ScriptedSnapshot
+from simulator.stats import BASELINE_ANALYSIS, analyze_variation, srm_p_value
+
+__all__ = ["created_at", "enhanced_status", "experiment_json", "iso", "results_json"]
+
+Json = dict[str, Any]
+
+_DETAILED_STOPPED_STATUS = {
+    "won": "Won",
+    "lost": "Lost",
+    "inconclusive": "Inconclusive",
+    "dnf": "Didn't finish",
+}
+
+
+def created_at(scenario: Scenario, experiment: ScriptedExperiment) -> datetime:
+    """When the experiment was created (`dateCreated`), the order GrowthBook lists them in."""
+    return scenario.start - timedelta(seconds=experiment.created_seconds_before_start)
+
+
+def experiment_json(scenario: Scenario, experiment: ScriptedExperiment, index: int) -> Json:
+    """The `Experiment` of `experiment` at refresh `index`."""
+    created = created_at(scenario, experiment)
+    status = experiment.status_at(index)
+    is_archived = experiment.is_archived_at(index)
+    changes = [experiment.analysed_index(index)] if status != "draft" else []
+    if is_archived and experiment.archived_at is not None:
+        changes.append(experiment.archived_at)
+    updated = scenario.refresh_time(max(changes)) if changes else created
+    variations = experiment.variations
+    body: Json = {
+        "id": experiment.id,
+        "trackingKey": experiment.tracking_key,
+        "dateCreated": iso(created),
+        "dateUpdated": iso(updated),
+        "name": experiment.name,
+        "type": "standard",
+        "project": experiment.project,
+        "hypothesis": experiment.hypothesis,
+        "description": "",
+        "tags": list(experiment.tags),
+        "owner": experiment.owner,
+        "archived": is_archived,
+        "status": status,
+        "autoRefresh": True,
+        "hashAttribute": "id",
+        "hashVersion": 2,
+        "variations": [
+            {
+                "variationId": v.id,
+                "key": v.key,
+                "name": v.name,
+                "description": "",
+                "screenshots": [],
+            }
+            for v in variations
+        ],
+        "phases": _phases_json(scenario, experiment, index),
+        "settings": {
+            **_analysis_settings(experiment, index),
+            "regressionAdjustmentEnabled": False,
+            "sequentialTestingEnabled": False,
+            "sequentialTestingTuningParameter": 5000,
+        },
+        "shareLevel": "organization",
+        "linkedFeatures": [],
+        "hasVisualChangesets": False,
+        "hasURLRedirects": False,
+        "customFields": {},
+    }
+    if status == "stopped":
+        won = experiment.verdict == "won"
+        winner = variations[-1].id if won else variations[0].id
+        body["resultSummary"] = {
+            "status": experiment.verdict,
+            "winner": winner,
+            "conclusions": "",
+            "releasedVariationId": winner if won else "",
+            "excludeFromPayload": False,
+        }
+    return body
+
+
+def enhanced_status(experiment: ScriptedExperiment, index: int) -> Json:
+    """GrowthBook's status indicator, without its premium decision framework."""
+    status = experiment.status_at(index)
+    if experiment.is_archived_at(index):
+        return {"status": "Archived"}
+    if status == "draft":
+        return {"status": "Draft"}
+    if status == "stopped":
+        return {"status": "Stopped", "detailedStatus": _DETAILED_STOPPED_STATUS[experiment.verdict]}
+    if not experiment.has_results_at(index):
+        return {"status": "Running", "detailedStatus": "No data"}
+    if experiment.is_srm_at(index):
+        return {"status": "Running", "detailedStatus": "Unhealthy"}
+    return {"status": "Running"}
+
+
+def results_json(
+    scenario: Scenario, experiment: ScriptedExperiment, snapshot: ScriptedSnapshot
+) -> Json:
+    """The `ExperimentResults` of one analysis (a snapshot of one phase, no dimension)."""
+    at = snapshot.refresh_index
+    refreshed = iso(scenario.refresh_time(at))
+    suffix = experiment.id.removeprefix("exp_")
+    weights = experiment.phase_weights(snapshot.phase)
+    return {
+        "id": f"snp_{suffix}_{at}",
+        "dateUpdated": refreshed,
+        "experimentId": experiment.id,
+        "phase": str(snapshot.phase),
+        "dateStart": iso(_phase_started(scenario, experiment, snapshot.phase)),
+        "dateEnd": refreshed,
+        "dimension": {"type": "none"},
+        "settings": _analysis_settings(experiment, at),
+        "queryIds": [f"qry_{suffix}_{at}_users", f"qry_{suffix}_{at}_metrics"],
+        "results": [
+            {
+                "dimension": "All",
+                "totalUsers": sum(snapshot.users),
+                "checks": {"srm": srm_p_value(snapshot.users, weights)},
+                "metrics": [
+                    _metric_json(experiment, snapshot, m.id, m.name)
+                    for m in experiment.metrics_at(at)
+                ],
+            }
+        ],
+    }
+
+
+def iso(moment: datetime) -> str:
+    """JavaScript's `Date.toISOString()`: UTC, milliseconds, a trailing Z."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _phase_started(scenario: Scenario, experiment: ScriptedExperiment, phase: int) -> datetime:
+    if phase > 0 and experiment.new_phase_at is not None:
+        return scenario.refresh_time(experiment.new_phase_at)
+    if experiment.starts_at is not None:
+        return scenario.refresh_time(experiment.starts_at)
+    return created_at(scenario, experiment)
+
+
+def _phases_json(scenario: Scenario, experiment: ScriptedExperiment, index: int) -> list[Json]:
+    """`phases[]`: the first ("Main") and, from `new_phase_at`, the restarted one."""
+    current = experiment.phase_at(index)
+    is_stopped = experiment.status_at(index) == "stopped"
+    phases = []
+    for phase in range(current + 1):
+        if phase < current and experiment.new_phase_at is not None:
+            ended = iso(scenario.refresh_time(experiment.new_phase_at))
+        elif is_stopped and experiment.stops_at is not None:
+            ended = iso(scenario.refresh_time(experiment.stops_at))
+        else:
+            ended = ""
+        weights = experiment.phase_weights(phase)
+        phases.append(
+            {
+                "name": "Main" if phase == 0 else f"Phase {phase + 1}",
+                "dateStarted": iso(_phase_started(scenario, experiment, phase)),
+                "dateEnded": ended,
+                "reasonForStopping": "",
+                "seed": experiment.tracking_key,
+                "coverage": 1,
+                "trafficSplit": [
+                    {"variationId": v.id, "weight": w}
+                    for v, w in zip(experiment.variations, weights, strict=True)
+                ],
+                "targetingCondition": "",
+            }
+        )
+    return phases
+
+
+def _metric_json(
+    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric_id: str, name: str
+) -> Json:
+    control = snapshot.arm(metric_id, 0)
+    variations = []
+    for j, variation in enumerate(experiment.variations):
+        arm = snapshot.arm(metric_id, j)
+        stats = (
+            BASELINE_ANALYSIS
+            if j == 0
+            else analyze_variation(control, arm, engine=experiment.engine)
+        )
+        analysis = {
+            "engine": experiment.engine,
+            "numerator": arm.conversions,
+            "denominator": arm.users,
+            "mean": arm.mean,
+            "stddev": arm.stddev,
+            "percentChange": stats.percent_change,
+            "ciLow": stats.ci_low,
+            "ciHigh": stats.ci_high,
+            "pValue": stats.p_value,
+            "risk": stats.risk,
+            "chanceToBeatControl": stats.chance_to_beat_control,
+        }
+        variations.append(
+            {
+                "variationId": variation.id,
+                "variationName": variation.name,
+                "users": arm.users,
+                "analyses": [analysis],
+            }
+        )
+    return {"metricId": metric_id, "metricName": name, "variations": variations}
+
+
+def _analysis_settings(experiment: ScriptedExperiment, index: int) -> Json:
+    """`ExperimentAnalysisSettings` with the metrics analysed at refresh `index`."""
+    analysed = {m.id for m in experiment.metrics_at(index)}
+
+    def refs(metrics: tuple[ScriptedMetric, ...]) -> list[Json]:
+        return [{"metricId": m.id, "overrides": {}} for m in metrics if m.id in analysed]
+
+    return {
+        "datasourceId": experiment.datasource_id,
+        "assignmentQueryId": "user_id",
+        "experimentId": experiment.tracking_key,
+        "segmentId": "",
+        "queryFilter": "",
+        "inProgressConversions": "include",
+        "attributionModel": "firstExposure",
+        "statsEngine": experiment.engine,
+        "goals": refs(experiment.goals),
+        "secondaryMetrics": refs(experiment.secondary_metrics),
+        "guardrails": refs(experiment.guardrails),
+    }
