@@ -33,9 +33,10 @@ from .records import (
     Variation,
     VariationResult,
     Verdict,
+    WatchState,
 )
 from .retention import PruneReport
-from .state import Delivery, RuntimeState
+from .state import Delivery, RuntimeState, WatchEntry
 from .store import Detector, Store, utc_now
 
 __all__ = [
@@ -74,6 +75,8 @@ __all__ = [
     "Variation",
     "VariationResult",
     "Verdict",
+    "WatchEntry",
+    "WatchState",
     "sqlite_url",
     "utc_now",
 ]

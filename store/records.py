@@ -42,10 +42,22 @@ class EventKind(StrEnum):
     SRM_CLEARED = "srm_cleared"
     PLATFORM_VERDICT_CHANGED = "platform_verdict_changed"
     """The platform's own verdict flipped (information: its test is not valid under peeking)."""
+    GUARDRAIL_REGRESSED = "guardrail_regressed"
+    """Our verdict on a guardrail metric crossed to lost (in place of significance_changed)."""
     STATUS_CHANGED = "status_changed"
+    DECISION_MADE = "decision_made"
+    """The owners recorded a decision; before/after are `Decision` dicts (or None)."""
+    PHASE_STARTED = "phase_started"
+    """A new phase began: its statistics start afresh. before/after are the phases."""
+    METRIC_ADDED = "metric_added"
+    METRIC_REMOVED = "metric_removed"
     HEALTH_CHECK_CHANGED = "health_check_changed"
     SOURCE_ERROR = "source_error"
     SOURCE_RECOVERED = "source_recovered"
+    SOURCE_UNAVAILABLE = "source_unavailable"
+    """A source's circuit breaker opened: polling is paused until `details["until"]`."""
+    RESULTS_STALE = "results_stale"
+    """A running experiment's results stopped updating (after=True) or updated again (False)."""
 
 
 class _Record(BaseModel):
@@ -252,6 +264,16 @@ class StoredSnapshot(_Record):
     last_checked_at: datetime
     content_hash: str
     snapshot: Snapshot
+
+
+class WatchState(_Record):
+    """What the store knows of one experiment, as the supervisor plans a cycle with it."""
+
+    experiment: Experiment
+    last_checked_at: datetime | None = None
+    results_updated_at: datetime | None = None
+    """When the newest snapshot was computed upstream (or fetched, if the platform does not
+    say); None before the first results."""
 
 
 class Detection(_Record):

@@ -148,6 +148,7 @@ watch_list = Table(
     Column("source", String(200), primary_key=True),
     Column("experiment_id", String(200), primary_key=True),
     Column("added_at", UTCDateTime(), nullable=False),
+    Column("mode", String(10), nullable=False, server_default="watch"),
 )
 
 deliveries = Table(

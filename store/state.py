@@ -8,10 +8,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from . import schema
 from .database import Database
+
+WATCH = "watch"
+IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class WatchEntry:
+    """An explicit watch-list entry: `mode` is "watch" (poll it whatever the filters say) or
+    "ignore" (never poll it)."""
+
+    source: str
+    experiment_id: str
+    mode: str
+
+    @property
+    def is_watched(self) -> bool:
+        return self.mode == WATCH
 
 
 @dataclass(frozen=True)
@@ -51,38 +68,48 @@ class RuntimeState:
             return {r.name: dict(r.state) for r in rows}
 
     async def watch(self, source: str, experiment_id: str) -> bool:
-        """Add an experiment to the watch list; False if it was already there."""
-        t = schema.watch_list
-        async with self._database.write() as conn:
-            present = await conn.scalar(
-                select(t.c.experiment_id).where(
-                    t.c.source == source, t.c.experiment_id == experiment_id
-                )
-            )
-            if present is not None:
-                return False
-            await conn.execute(
-                insert(t).values(source=source, experiment_id=experiment_id, added_at=self._clock())
-            )
-            return True
+        """Watch an experiment whatever the source's filters say; False if it already was."""
+        return await self._set_watch_mode(source, experiment_id, WATCH)
 
     async def unwatch(self, source: str, experiment_id: str) -> bool:
-        """Remove an experiment from the watch list; False if it was not there."""
-        t = schema.watch_list
-        async with self._database.write() as conn:
-            result = await conn.execute(
-                delete(t).where(t.c.source == source, t.c.experiment_id == experiment_id)
-            )
-            return bool(result.rowcount)
+        """Stop watching an experiment, even one the source's filters match; False if it
+        already was not watched this way."""
+        return await self._set_watch_mode(source, experiment_id, IGNORE)
 
-    async def watch_list(self, source: str | None = None) -> list[tuple[str, str]]:
-        """(source, experiment id) pairs explicitly watched, in the order they were added."""
+    async def _set_watch_mode(self, source: str, experiment_id: str, mode: str) -> bool:
         t = schema.watch_list
-        query = select(t.c.source, t.c.experiment_id).order_by(t.c.added_at, t.c.experiment_id)
+        where = (t.c.source == source, t.c.experiment_id == experiment_id)
+        async with self._database.write() as conn:
+            present = await conn.scalar(select(t.c.mode).where(*where))
+            if present == mode:
+                return False
+            if present is None:
+                await conn.execute(
+                    insert(t).values(
+                        source=source,
+                        experiment_id=experiment_id,
+                        mode=mode,
+                        added_at=self._clock(),
+                    )
+                )
+            else:
+                await conn.execute(
+                    update(t).where(*where).values(mode=mode, added_at=self._clock())
+                )
+            return True
+
+    async def watch_list(self, source: str | None = None) -> list[WatchEntry]:
+        """Explicit watch-list entries, in the order they were last changed."""
+        t = schema.watch_list
+        query = select(t.c.source, t.c.experiment_id, t.c.mode).order_by(
+            t.c.added_at, t.c.experiment_id
+        )
         if source is not None:
             query = query.where(t.c.source == source)
         async with self._database.read() as conn:
-            return [(r.source, r.experiment_id) for r in await conn.execute(query)]
+            return [
+                WatchEntry(r.source, r.experiment_id, r.mode) for r in await conn.execute(query)
+            ]
 
     async def record_delivery(
         self, event_id: int, target: str, *, status: str, error: str | None = None

@@ -22,6 +22,7 @@ from .records import (
     PollOutcome,
     Snapshot,
     StoredSnapshot,
+    WatchState,
 )
 from .retention import PruneReport, checkpoint, prune_snapshots
 from .state import RuntimeState
@@ -336,6 +337,50 @@ class Store:
                 .order_by(x.c.source, x.c.experiment_id)
             )
             return [Experiment.model_validate(r.record) for r in result]
+
+    async def watch_states(self, source: str) -> dict[str, WatchState]:
+        """What the supervisor needs to know of each experiment of `source` it has seen, by id:
+        its last recorded form, when it was last checked, and when its newest snapshot was
+        computed upstream (or fetched)."""
+        x, s = schema.experiments, schema.snapshots
+        async with self.database.read() as conn:
+            result = await conn.execute(
+                select(
+                    x.c.experiment_id,
+                    x.c.record,
+                    x.c.last_checked_at,
+                    s.c.upstream_updated_at,
+                    s.c.fetched_at,
+                )
+                .select_from(x.outerjoin(s, s.c.id == x.c.latest_snapshot_id))
+                .where(x.c.source == source)
+            )
+            return {
+                r.experiment_id: WatchState(
+                    experiment=Experiment.model_validate(r.record),
+                    last_checked_at=r.last_checked_at,
+                    results_updated_at=r.upstream_updated_at or r.fetched_at,
+                )
+                for r in result
+            }
+
+    async def latest_events(
+        self, kinds: Sequence[EventKind], *, source: str | None = None
+    ) -> dict[tuple[str, str | None], Event]:
+        """The newest event of any of `kinds` per (source, experiment id): the current state of
+        a warning that fires when it starts and when it clears."""
+        e = schema.events
+        newest = (
+            select(func.max(e.c.id))
+            .where(e.c.kind.in_([k.value for k in kinds]))
+            .group_by(e.c.source, e.c.experiment_id)
+        )
+        if source is not None:
+            newest = newest.where(e.c.source == source)
+        async with self.database.read() as conn:
+            result = await conn.execute(select(e).where(e.c.id.in_(newest)))
+            events = [rows.event_from_row(r._mapping) for r in result]
+        return {(event.source, event.experiment_id): event for event in events}
 
     async def last_event_id(self) -> int:
         async with self.database.read() as conn:

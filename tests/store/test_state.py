@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store import Store
+from store import Store, WatchEntry
 
 pytestmark = pytest.mark.anyio
 
@@ -22,15 +22,22 @@ async def test_source_state_survives_reopening_the_database(database_url: str) -
         await second.aclose()
 
 
-async def test_the_watch_list_adds_once_and_removes(store: Store) -> None:
-    """Watching twice is a no-op that says so; unwatching an unknown id says so too."""
+async def test_the_watch_list_records_includes_and_excludes_once(store: Store) -> None:
+    """Watching twice is a no-op that says so; unwatching turns the entry into an exclusion
+    (it wins over the source's filters), and unwatching twice says so too."""
     assert await store.state.watch("gb", "exp_a")
     assert not await store.state.watch("gb", "exp_a")
     assert await store.state.watch("statsig", "checkout")
-    assert await store.state.watch_list("gb") == [("gb", "exp_a")]
+    assert await store.state.watch_list("gb") == [WatchEntry("gb", "exp_a", "watch")]
     assert await store.state.unwatch("gb", "exp_a")
     assert not await store.state.unwatch("gb", "exp_a")
-    assert await store.state.watch_list() == [("statsig", "checkout")]
+    assert await store.state.unwatch("gb", "exp_never_watched")
+    entries = await store.state.watch_list()
+    assert [(e.source, e.experiment_id, e.is_watched) for e in entries] == [
+        ("statsig", "checkout", True),
+        ("gb", "exp_a", False),
+        ("gb", "exp_never_watched", False),
+    ]
 
 
 async def test_delivery_attempts_are_counted_per_event_and_target(store: Store) -> None:
