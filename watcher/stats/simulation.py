@@ -23,7 +23,7 @@ from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from .arms import MetricKind
 from .effects import DEFAULT_ALPHA
@@ -199,7 +199,7 @@ def effect_first_alerts(
     """
     level = alpha / (family_size or z.shape[1])
     sign = np.sign(np.nan_to_num(z))
-    naive_p = np.where(np.isfinite(z), 2.0 * norm.sf(np.abs(np.nan_to_num(z))), 1.0)
+    naive_p = np.where(np.isfinite(z), 2.0 * ndtr(-np.abs(np.nan_to_num(z))), 1.0)
     running = np.minimum.accumulate(
         always_valid_p_values(z, total_units, alpha=level, tuning=tuning), axis=-1
     )

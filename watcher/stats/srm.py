@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import gammaln
-from scipy.stats import chi2
+from scipy.special import chdtrc, gammaln
 
 from .sequential import same_weights
 
@@ -81,7 +80,7 @@ def srm_chi_square_p_values(counts: ArrayLike, weights: Sequence[float]) -> NDAr
     most_users = np.full_like(per_user, np.inf)
     np.divide(_CHI_SQUARE_CAP, per_user, out=most_users, where=per_user > 1e-290)
     statistic = per_user * np.minimum(total, most_users)
-    p = np.where(has_users, chi2.sf(statistic, shares.size - 1), 1.0)
+    p = np.where(has_users, chdtrc(shares.size - 1, statistic), 1.0)
     result: NDArray[np.float64] = np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0)
     return result
 
