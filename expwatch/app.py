@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import httpx
@@ -26,11 +27,15 @@ from watcher import (
     Clock,
     CycleReport,
     GrowthBookSource,
+    RateBudget,
+    RetryPolicy,
     Source,
+    SourcePolicy,
     StatsigSource,
     StatsPolicy,
     Supervisor,
     SystemClock,
+    WatchRules,
 )
 
 from .config import Settings, StatsigSourceSettings
@@ -109,37 +114,57 @@ class App:
             await self.clock.sleep(self.settings.store.prune_interval_seconds)
 
 
-def build_sources(settings: Settings, client: httpx.AsyncClient) -> list[Source]:
+def build_sources(settings: Settings, client: httpx.AsyncClient, clock: Clock) -> list[Source]:
+    """One platform client per configured source, each with its own request budget."""
     sources: list[Source] = []
     for name, s in settings.sources.items():
-        key = s.api_key.get_secret_value()
+        common: dict[str, Any] = {
+            "name": name,
+            "base_url": s.base_url,
+            "api_key": s.api_key.get_secret_value(),
+            "client": client,
+            "status": s.status or None,
+            "ui_url": s.ui_url,
+            "request_timeout_seconds": s.request_timeout_seconds,
+            "budget": request_budget(s.rate_limit_per_minute, clock),
+            "retry": RetryPolicy(
+                attempts=s.retry_attempts, retry_after_cap_seconds=s.retry_after_cap_seconds
+            ),
+        }
         if isinstance(s, StatsigSourceSettings):
-            sources.append(
-                StatsigSource(
-                    name=name,
-                    base_url=s.base_url,
-                    api_key=key,
-                    client=client,
-                    status=s.status,
-                    api_version=s.api_version,
-                    ui_url=s.ui_url,
-                    request_timeout_seconds=s.request_timeout_seconds,
-                )
-            )
+            sources.append(StatsigSource(api_version=s.api_version, **common))
         else:
-            sources.append(
-                GrowthBookSource(
-                    name=name,
-                    base_url=s.base_url,
-                    api_key=key,
-                    client=client,
-                    status=s.status,
-                    project=s.project,
-                    ui_url=s.ui_url,
-                    request_timeout_seconds=s.request_timeout_seconds,
-                )
-            )
+            sources.append(GrowthBookSource(project=s.project, **common))
     return sources
+
+
+def request_budget(limit_per_minute: float, clock: Clock) -> RateBudget:
+    """A budget that never exceeds `limit_per_minute` in any 60 seconds (0: unlimited), with
+    a burst of up to 10 so that a small cycle is not spread over a minute: a bucket of burst
+    b and rate r grants at most r + b - 1 in any minute, so r = limit - (b - 1)."""
+    if limit_per_minute <= 0:
+        return RateBudget(None, clock=clock)
+    burst = max(1, min(10, int(limit_per_minute // 6)))
+    return RateBudget(limit_per_minute - (burst - 1), burst=burst, clock=clock)
+
+
+def source_policies(settings: Settings) -> dict[str, SourcePolicy]:
+    """How each source is polled: its watch rules, concurrency and circuit breaker."""
+    return {
+        name: SourcePolicy(
+            rules=WatchRules(
+                tags=frozenset(s.tags),
+                include=frozenset(s.experiments),
+                exclude=frozenset(s.exclude),
+            ),
+            max_concurrency=s.max_concurrency,
+            failure_threshold=s.breaker_failures,
+            cooldown_seconds=s.breaker_cooldown_seconds,
+            max_cooldown_seconds=s.breaker_max_cooldown_seconds,
+            stale_after_seconds=s.stale_after_seconds or None,
+        )
+        for name, s in settings.sources.items()
+    }
 
 
 def alert_targets(settings: Settings) -> list[AlertTarget]:
@@ -181,10 +206,14 @@ async def open_app(
                 store=store,
                 supervisor=Supervisor(
                     store,
-                    build_sources(settings, client),
+                    build_sources(settings, client, clock),
                     clock=clock,
                     poll_interval_seconds=settings.watcher.poll_interval_seconds,
                     poll_timeout_seconds=settings.watcher.poll_timeout_seconds,
+                    refresh_unchanged_seconds=settings.watcher.refresh_unchanged_seconds,
+                    finished_poll_interval_seconds=settings.watcher.finished_poll_interval_seconds,
+                    jitter=settings.watcher.jitter,
+                    source_policies=source_policies(settings),
                     policy=StatsPolicy(
                         alpha=settings.watcher.alpha,
                         tuning=settings.watcher.sequential_tuning,

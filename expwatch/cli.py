@@ -183,8 +183,10 @@ def prune(config_path: Path | None, older_than_days: float | None, vacuum: bool)
     run_async(main_)
 
 
-from .cli_store import events, history, status  # noqa: E402  (commands register on import)
+from .cli_store import events, history, status, unwatch, watch  # noqa: E402
 
 main.add_command(status)
 main.add_command(events)
 main.add_command(history)
+main.add_command(watch)
+main.add_command(unwatch)

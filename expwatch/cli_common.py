@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -62,10 +62,13 @@ def load_settings(config_path: Path | None) -> Settings:
     return settings
 
 
-def run_async(fn: Callable[[], Awaitable[None]]) -> None:
+T = TypeVar("T")
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run `fn` under anyio (asyncio), with errors turned into messages and exit codes."""
     try:
-        anyio.run(fn, backend="asyncio")
+        return anyio.run(fn, backend="asyncio")
     except ConfigError as exc:
         click.echo(f"expwatch: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

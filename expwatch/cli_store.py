@@ -39,9 +39,25 @@ def status(config_path: Path | None, as_json: bool) -> None:
                         "last_checked_at": latest.last_checked_at.isoformat() if latest else None,
                     }
                 )
+            saved = await store.state.sources()
+            watch_list = await store.state.watch_list()
+            sources = [
+                {
+                    "name": name,
+                    "kind": settings.sources[name].kind,
+                    "breaker": saved.get(name, {}).get("breaker", {"state": "closed"}),
+                    "watching": [
+                        e.experiment_id for e in watch_list if e.source == name and e.is_watched
+                    ],
+                    "ignoring": [
+                        e.experiment_id for e in watch_list if e.source == name and not e.is_watched
+                    ],
+                }
+                for name in sorted(settings.sources)
+            ]
             result: dict[str, Any] = {
                 "database": settings.database_url().split("///")[-1],
-                "sources": sorted(settings.sources),
+                "sources": sources,
                 "alert_targets": sorted(settings.alerts.targets),
                 "last_event_id": await store.last_event_id(),
                 "experiments": rows,
@@ -52,7 +68,18 @@ def status(config_path: Path | None, as_json: bool) -> None:
             echo_json(result)
             return
         click.echo(f"database: {result['database']}")
-        click.echo(f"sources: {', '.join(result['sources']) or '(none)'}")
+        if not sources:
+            click.echo("sources: (none)")
+        for source in sources:
+            breaker = source["breaker"]
+            line = f"source {source['name']} ({source['kind']}): breaker {breaker['state']}"
+            if breaker["state"] != "closed":
+                line += f" until {breaker.get('open_until')} — {breaker.get('last_error')}"
+            click.echo(line)
+            if source["watching"]:
+                click.echo(f"  also watching: {', '.join(source['watching'])}")
+            if source["ignoring"]:
+                click.echo(f"  not watching: {', '.join(source['ignoring'])}")
         click.echo(f"alert targets: {', '.join(result['alert_targets']) or '(none)'}")
         click.echo(f"events: {result['last_event_id']}")
         for r in rows:
@@ -226,3 +253,56 @@ def _print_history(result: dict[str, Any], *, metric: str | None, at: datetime |
             f"known at {at.isoformat()}: "
             + (f"snapshot #{known['id']} fetched {known['fetched_at']}" if known else "nothing yet")
         )
+
+
+def _watch_command(*, watched: bool) -> click.Command:
+    verb = "watch" if watched else "unwatch"
+
+    @click.command(name=verb)
+    @config_option
+    @click.argument("experiment_id")
+    @click.option(
+        "--source",
+        "source_name",
+        default=None,
+        help="The configured source the experiment belongs to (default: the only source).",
+    )
+    def command(config_path: Path | None, experiment_id: str, source_name: str | None) -> None:
+        settings = load_settings(config_path)
+        names = sorted(settings.sources)
+        if source_name is None and len(names) == 1:
+            source_name = names[0]
+        if source_name not in settings.sources:
+            known = ", ".join(names) or "(none configured)"
+            raise click.UsageError(
+                f"--source must name a configured source: {known}"
+                if source_name is None
+                else f"no source {source_name!r} in the configuration; sources: {known}"
+            )
+
+        async def main_() -> bool:
+            store = await Store.open(settings.database_url())
+            try:
+                change = store.state.watch if watched else store.state.unwatch
+                return await change(source_name, experiment_id)
+            finally:
+                await store.aclose()
+
+        changed = run_async(main_)
+        state = "watched" if watched else "not watched"
+        note = "" if changed else " (no change)"
+        click.echo(
+            f"{source_name}/{experiment_id} is {state}{note}; a running daemon applies "
+            "it at its next cycle."
+        )
+
+    command.__doc__ = (
+        "Watch EXPERIMENT_ID whatever the source's filters say."
+        if watched
+        else "Stop watching EXPERIMENT_ID, even if the source's filters match it."
+    )
+    return command
+
+
+watch = _watch_command(watched=True)
+unwatch = _watch_command(watched=False)

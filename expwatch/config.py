@@ -53,26 +53,44 @@ class WatcherSettings(_Section):
     sequential_tuning: float = Field(default=5000, gt=0)
     minimum_units: float = Field(default=100, ge=0)
     minimum_conversions: float = Field(default=10, ge=0)
+    refresh_unchanged_seconds: float = Field(default=3600.0, gt=0)
+    finished_poll_interval_seconds: float = Field(default=21600.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, lt=1)
 
 
-class GrowthBookSourceSettings(_Section):
+class _SourceCommon(_Section):
+    """What every kind of source shares: request discipline and which experiments to watch."""
+
+    api_key: SecretStr
+    ui_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    retry_attempts: int = Field(default=3, ge=1, le=10)
+    retry_after_cap_seconds: float = Field(default=120.0, gt=0)
+    tags: list[str] = []
+    experiments: list[str] = []
+    exclude: list[str] = []
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
+    breaker_max_cooldown_seconds: float = Field(default=900.0, ge=0)
+
+
+class GrowthBookSourceSettings(_SourceCommon):
     kind: Literal["growthbook"] = "growthbook"
     base_url: str = Field(default="https://api.growthbook.io", pattern=r"^https?://\S+$")
-    api_key: SecretStr
     status: str | None = "running"
     project: str | None = None
-    ui_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    rate_limit_per_minute: float = Field(default=60.0, ge=0)
+    stale_after_seconds: float = Field(default=86400.0, ge=0)
 
 
-class StatsigSourceSettings(_Section):
+class StatsigSourceSettings(_SourceCommon):
     kind: Literal["statsig"]
     base_url: str = Field(default="https://statsigapi.net", pattern=r"^https?://\S+$")
-    api_key: SecretStr
     status: str | None = "active"
     api_version: str = "20240601"
-    ui_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    rate_limit_per_minute: float = Field(default=300.0, ge=0)
+    stale_after_seconds: float = Field(default=172800.0, ge=0)
 
 
 def _source_kind(value: Any) -> str:
@@ -92,7 +110,14 @@ class AlertTargetSettings(_Section):
     url: SecretStr
 
 
-DEFAULT_ALERT_KINDS = [k.value for k in EventKind if k is not EventKind.PLATFORM_VERDICT_CHANGED]
+# Recorded and shown (CLI, MCP) but not pushed by default: the platform's own, peeking-prone
+# verdict flips, and edits of an analysis's metric list.
+_NOT_ALERTED_BY_DEFAULT = (
+    EventKind.PLATFORM_VERDICT_CHANGED,
+    EventKind.METRIC_ADDED,
+    EventKind.METRIC_REMOVED,
+)
+DEFAULT_ALERT_KINDS = [k.value for k in EventKind if k not in _NOT_ALERTED_BY_DEFAULT]
 
 
 class AlertSettings(_Section):

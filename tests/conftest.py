@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import stamina
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -17,6 +18,15 @@ POSTGRES_URL_ENV = "EXPWATCH_TEST_POSTGRES_URL"
 def anyio_backend() -> str:
     """Pinned: SQLAlchemy's async layer, aiosqlite and Apprise are asyncio-only."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def retries_without_real_backoff() -> Iterator[None]:
+    """stamina waits in real time between attempts; tests keep the attempts (at most three)
+    but not the waits. Waits the platform asks for (Retry-After) still hold, on the test's
+    clock, through the source's RateBudget."""
+    with stamina.set_testing(True, attempts=3, cap=True):
+        yield
 
 
 async def empty_postgres_database() -> str:

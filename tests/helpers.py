@@ -32,6 +32,7 @@ class ManualClock:
         self._moved = anyio.Event()
         self._slept = anyio.Event()
         self.sleep_calls = 0
+        self._wakes: list[datetime] = []
 
     def now(self) -> datetime:
         return self._now
@@ -46,8 +47,29 @@ class ManualClock:
         self.sleep_calls += 1
         self._slept.set()
         self._slept = anyio.Event()
-        while self._now < wake_at:
-            await self._moved.wait()
+        self._wakes.append(wake_at)
+        try:
+            while self._now < wake_at:
+                await self._moved.wait()
+        finally:
+            self._wakes.remove(wake_at)
+
+    @property
+    def next_wake_at(self) -> datetime | None:
+        """When the earliest sleeper wakes; None when nobody sleeps on this clock."""
+        return min(self._wakes, default=None)
+
+    async def run_until(self, end: datetime) -> None:
+        """Virtual time: whenever every task is blocked and one sleeps on this clock, jump to
+        the earliest sleeper's wake time (never past `end`), until the clock reaches `end`."""
+        while self._now < end:
+            await anyio.wait_all_tasks_blocked()
+            wake = self.next_wake_at
+            if wake is None:
+                continue  # someone is busy (e.g. in the database): let it get to a sleep
+            target = min(wake, end)
+            if target > self._now:
+                self.advance((target - self._now).total_seconds())
 
     async def wait_for_sleep_calls(self, count: int) -> None:
         """Wait until `sleep` has been called `count` times in all (bounded by the caller)."""

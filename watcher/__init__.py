@@ -1,22 +1,42 @@
 """The watcher: sources, change detection and the polling supervisor."""
 
 from .assess import StatsPolicy, assess
+from .breaker import BreakerOpen, BreakerState, CircuitBreaker, CircuitState
+from .budget import RateBudget
 from .clock import Clock, SystemClock
 from .detect import DEFAULT_SRM_THRESHOLD, ChangeDetector
 from .growthbook import GrowthBookSource
 from .statsig import StatsigSource
-from .supervisor import CycleReport, Source, Supervisor
+from .supervisor import (
+    CycleReport,
+    Source,
+    SourcePolicy,
+    SourceStatus,
+    Supervisor,
+    WatchRules,
+)
+from .upstream import NO_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_SRM_THRESHOLD",
+    "NO_RETRY",
+    "BreakerOpen",
+    "BreakerState",
     "ChangeDetector",
+    "CircuitBreaker",
+    "CircuitState",
     "Clock",
     "CycleReport",
     "GrowthBookSource",
+    "RateBudget",
+    "RetryPolicy",
     "Source",
+    "SourcePolicy",
+    "SourceStatus",
     "StatsPolicy",
     "StatsigSource",
     "Supervisor",
     "SystemClock",
+    "WatchRules",
     "assess",
 ]

@@ -31,7 +31,15 @@ from store import (
     Verdict,
 )
 
-from .upstream import error_message, get_model, retry_after_seconds, summarize_validation
+from .budget import RateBudget
+from .upstream import (
+    NO_RETRY,
+    RetryPolicy,
+    error_message,
+    get_model,
+    retry_after_seconds,
+    summarize_validation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +216,14 @@ class GrowthBookSource:
         ui_url: str | None = None,
         page_size: int = PAGE_LIMIT,
         request_timeout_seconds: float = 30.0,
+        budget: RateBudget | None = None,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.name = name
         self.request_timeout_seconds = request_timeout_seconds
+        self.budget = budget
+        """Shared by every request of this source; None: unlimited."""
+        self.retry = retry
         self._api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._client = client
@@ -347,6 +360,8 @@ class GrowthBookSource:
             params=params,
             experiment_id=experiment_id,
             timeout_seconds=self.request_timeout_seconds,
+            budget=self.budget,
+            retry=self.retry,
         )
 
     def _raise_for_status(

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from store import Experiment, PayloadError, Snapshot, SourceRejected, SourceUnavailable
 
+from .budget import RateBudget
 from .statsig_payloads import (
     ExperimentList,
     ExperimentPayload,
@@ -32,7 +33,7 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
-from .upstream import error_message, get_model, retry_after_seconds
+from .upstream import NO_RETRY, RetryPolicy, error_message, get_model, retry_after_seconds
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -66,9 +67,14 @@ class StatsigSource:
         ui_url: str | None = None,
         page_size: int = PAGE_LIMIT,
         request_timeout_seconds: float = 30.0,
+        budget: RateBudget | None = None,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.name = name
         self.request_timeout_seconds = request_timeout_seconds
+        self.budget = budget
+        """Shared by every request of this source; None: unlimited."""
+        self.retry = retry
         self._base = base_url.rstrip("/")
         self._api = self._base + "/console/v1"
         self._api_key = api_key
@@ -165,6 +171,8 @@ class StatsigSource:
             params=params,
             experiment_id=experiment_id,
             timeout_seconds=self.request_timeout_seconds,
+            budget=self.budget,
+            retry=self.retry,
         )
 
     def _raise_for_status(

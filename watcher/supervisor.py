@@ -1,11 +1,35 @@
-"""The supervisor: polls every source on an interval, records what it sees, never falls over."""
+"""The supervisor: polls every source on its own schedule, spends each request well, records
+what it sees, and never falls over.
+
+One cycle of a source:
+1. its circuit breaker decides whether the source is called at all (an open breaker skips the
+   cycle until its cooldown is over; then the listing is the single probe);
+2. list the experiments (pages first), apply the watch rules (filters, explicit ids, the
+   run-time watch list);
+3. fetch results only for experiments that are due: their upstream version changed, they have
+   not been checked for `refresh_unchanged_seconds` (running) or `finished_poll_interval_seconds`
+   (stopped, decided, drafts), or they are watched explicitly without a version to compare;
+   archived experiments get one final snapshot and are then left alone. When a source can read
+   many experiments' results per request (GrowthBook's portfolio endpoint) and that costs fewer
+   requests than fetching the due ones one by one, it is used;
+4. record each poll in one transaction (shielded from cancellation, so a shutdown never leaves
+   half a poll), then flag results that stopped updating (`results_stale`).
+
+Every request goes through the source's `RateBudget` and retry policy (see
+`watcher.upstream`); the least recently checked experiments go first, so none is starved.
+Failures are isolated per experiment; a source's own failures drive its breaker, whose state is
+persisted and whose transitions are events (`source_unavailable`, `source_recovered`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -14,26 +38,86 @@ from store import (
     Event,
     EventKind,
     Experiment,
+    ExperimentNotFound,
+    PayloadError,
     Snapshot,
     SourceError,
+    SourceRejected,
+    SourceUnavailable,
     Store,
+    WatchState,
 )
 
 from .assess import StatsPolicy
+from .breaker import BreakerOpen, BreakerState, CircuitBreaker, CircuitState
+from .budget import RateBudget
 from .clock import Clock
 from .detect import ChangeDetector
 
 logger = logging.getLogger(__name__)
+
+FINISHED_STATUSES = frozenset(
+    {
+        "stopped",
+        "archived",
+        "decision_made",
+        "abandoned",
+        "experiment_stopped",
+        "assignment_stopped",
+        "draft",
+        "setup",
+    }
+)
+"""Statuses whose results change rarely or never (GrowthBook and Statsig spellings)."""
+RUNNING_STATUSES = frozenset({"running", "active"})
+PORTFOLIO_PAGE_SIZE = 100
 
 
 class Source(Protocol):
     """An experimentation platform, as the supervisor uses it."""
 
     name: str
+    budget: RateBudget | None
 
     async def list_experiments(self) -> list[Experiment]: ...
 
     async def fetch_results(self, experiment: Experiment) -> tuple[Experiment, Snapshot | None]: ...
+
+
+@runtime_checkable
+class PortfolioSource(Protocol):
+    """A source that reads the latest results of many experiments per request."""
+
+    async def fetch_portfolio(
+        self, experiments: Mapping[str, Experiment]
+    ) -> dict[str, Snapshot | PayloadError]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchRules:
+    """Which experiments of a source are watched, beyond the source's own listing filters
+    (status, project): `tags` (any of them; empty: every experiment), `include` (ids watched
+    whatever the filters say, even when the listing does not show them), `exclude` (ids never
+    watched). The run-time watch list (`expwatch watch` / `unwatch`) adds to both."""
+
+    tags: frozenset[str] = frozenset()
+    include: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourcePolicy:
+    """How one source is polled."""
+
+    rules: WatchRules = WatchRules()
+    max_concurrency: int = 8
+    failure_threshold: int = 5
+    cooldown_seconds: float = 60.0
+    max_cooldown_seconds: float = 900.0
+    stale_after_seconds: float | None = 86400.0
+    """Flag a running experiment whose newest results are older than this (None: never)."""
+    use_portfolio: bool = True
+    """Read many experiments' results per request where the source can and it is cheaper."""
 
 
 @dataclass
@@ -41,22 +125,103 @@ class CycleReport:
     """What one poll cycle did."""
 
     experiments: int = 0
+    fetched: int = 0
     new_snapshots: int = 0
+    requests: int = 0
+    skipped_sources: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
-            f"{self.experiments} experiments, {self.new_snapshots} new snapshots, "
-            f"{len(self.events)} events, {len(self.errors)} errors"
+        text = (
+            f"{self.experiments} experiments, {self.fetched} fetched, "
+            f"{self.new_snapshots} new snapshots, {len(self.events)} events, "
+            f"{len(self.errors)} errors"
+        )
+        if self.skipped_sources:
+            text += f", paused: {', '.join(self.skipped_sources)}"
+        return text
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """One source as `expwatch status` and the MCP status resource show it."""
+
+    name: str
+    breaker: BreakerState
+    rate_per_minute: float | None
+    requests: int
+    waiting: int
+    paused_until: datetime | None
+    last_cycle_at: datetime | None
+    last_cycle: str | None
+    watched: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "breaker": self.breaker.model_dump(mode="json"),
+            "rate_per_minute": self.rate_per_minute,
+            "requests": self.requests,
+            "waiting": self.waiting,
+            "paused_until": self.paused_until.isoformat() if self.paused_until else None,
+            "last_cycle_at": self.last_cycle_at.isoformat() if self.last_cycle_at else None,
+            "last_cycle": self.last_cycle,
+            "watched": self.watched,
+        }
+
+
+def counts_against_source(exc: Exception) -> bool:
+    """Failures that say the source itself is unwell: unreachable, slow, 5xx, 429, or a key
+    it refuses. A missing experiment or a bad payload is that experiment's problem."""
+    if isinstance(exc, SourceUnavailable | TimeoutError):
+        return True
+    return isinstance(exc, SourceRejected) and exc.status_code in (401, 403)
+
+
+class _Runtime:
+    """The supervisor's per-source state."""
+
+    def __init__(self, source: Source, policy: SourcePolicy, clock: Clock) -> None:
+        self.source = source
+        self.policy = policy
+        self.clock = clock
+        self.transitions: list[tuple[CircuitState, CircuitState, BreakerState]] = []
+        self.breaker = self.make_breaker(None)
+        self.known: dict[str, WatchState] | None = None
+        self.listed_versions: dict[str, str | None] = {}
+        self.stale: set[str] = set()
+        self.first_seen: set[str] = set()
+        """Experiments recorded for the first time in the current cycle."""
+        self.last_cycle_at: datetime | None = None
+        self.last_cycle: str | None = None
+        self.watched = 0
+        self.listed = 0
+        self.lock = anyio.Lock()
+
+    def make_breaker(self, state: BreakerState | None) -> CircuitBreaker:
+        """The source's breaker, resuming `state`; transitions queue up for the supervisor
+        to persist and record."""
+        policy = self.policy
+        return CircuitBreaker(
+            self.source.name,
+            clock=self.clock,
+            failure_threshold=policy.failure_threshold,
+            cooldown_seconds=policy.cooldown_seconds,
+            max_cooldown_seconds=max(policy.max_cooldown_seconds, policy.cooldown_seconds),
+            counts=counts_against_source,
+            state=state,
+            on_transition=lambda before, after, s: self.transitions.append((before, after, s)),
         )
 
 
 class Supervisor:
     """Owns the polling of every source.
 
-    A failing source or experiment is recorded as a `source_error` event when the failure
-    starts (or changes), and as `source_recovered` when it ends; the others keep going.
+    A failing experiment is recorded as a `source_error` event when the failure starts (or its
+    reason changes) and as `source_recovered` when it ends; the others keep going. These
+    warning states, the stale flags and the breakers are restored from the store on start, so
+    a restart repeats none of their events.
     """
 
     def __init__(
@@ -67,15 +232,53 @@ class Supervisor:
         clock: Clock,
         poll_interval_seconds: float = 300.0,
         poll_timeout_seconds: float = 60.0,
+        refresh_unchanged_seconds: float = 3600.0,
+        finished_poll_interval_seconds: float = 6 * 3600.0,
+        jitter: float = 0.1,
         policy: StatsPolicy | None = None,
+        source_policies: Mapping[str, SourcePolicy] | None = None,
     ) -> None:
         self._store = store
-        self._sources = list(sources)
         self._clock = clock
         self.poll_interval_seconds = poll_interval_seconds
         self.poll_timeout_seconds = poll_timeout_seconds
+        self.refresh_unchanged_seconds = refresh_unchanged_seconds
+        self.finished_poll_interval_seconds = finished_poll_interval_seconds
+        self.jitter = jitter
+        self._random = random.Random()
         self._detector = ChangeDetector(clock=clock.now, policy=policy)
+        policies = source_policies or {}
+        self._runtimes = [_Runtime(s, policies.get(s.name, SourcePolicy()), clock) for s in sources]
         self._failing: dict[tuple[str, str | None], str] = {}
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore breakers and warning states from the store (idempotent)."""
+        if self._started:
+            return
+        saved = await self._store.state.sources()
+        for rt in self._runtimes:
+            state = saved.get(rt.source.name, {}).get("breaker")
+            if state:
+                rt.breaker = rt.make_breaker(BreakerState.model_validate(state))
+        errors = await self._store.latest_events(
+            [EventKind.SOURCE_ERROR, EventKind.SOURCE_RECOVERED]
+        )
+        self._failing = {
+            key: str(event.after)
+            for key, event in errors.items()
+            if event.kind is EventKind.SOURCE_ERROR
+        }
+        stale = await self._store.latest_events([EventKind.RESULTS_STALE])
+        for rt in self._runtimes:
+            rt.stale = {
+                experiment_id
+                for (source, experiment_id), event in stale.items()
+                if source == rt.source.name and experiment_id and event.after is True
+            }
+        self._started = True
 
     async def run(
         self,
@@ -83,103 +286,439 @@ class Supervisor:
         on_cycle: Callable[[CycleReport], None] | None = None,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Poll forever, one cycle every `poll_interval_seconds`; `on_cycle` sees each report."""
-        task_status.started()
+        """Poll every source forever, each on its own jittered interval."""
+        await self.start()
+        async with anyio.create_task_group() as tg:
+            for rt in self._runtimes:
+                tg.start_soon(self._source_loop, rt, on_cycle)
+            task_status.started()
+
+    async def _source_loop(
+        self, rt: _Runtime, on_cycle: Callable[[CycleReport], None] | None
+    ) -> None:
         while True:
-            report = await self.poll_once()
-            logger.info("poll cycle: %s", report.summary())
+            report = CycleReport()
+            await self._cycle(rt, report)
+            logger.info(
+                "poll cycle of %s: %s",
+                rt.source.name,
+                report.summary(),
+                extra={"source": rt.source.name},
+            )
             if on_cycle is not None:
                 on_cycle(report)
-            await self._clock.sleep(self.poll_interval_seconds)
+            await self._clock.sleep(self._next_interval())
+
+    def _next_interval(self) -> float:
+        spread = self.poll_interval_seconds * self.jitter
+        return max(0.0, self.poll_interval_seconds + self._random.uniform(-spread, spread))
 
     async def poll_once(self) -> CycleReport:
-        """One cycle over every source; sources are polled concurrently."""
+        """One cycle over every source, concurrently; returns what it did."""
+        await self.start()
         report = CycleReport()
         async with anyio.create_task_group() as tg:
-            for source in self._sources:
-                tg.start_soon(self._poll_source, source, report)
+            for rt in self._runtimes:
+                tg.start_soon(self._cycle, rt, report)
         return report
 
-    async def _poll_source(self, source: Source, report: CycleReport) -> None:
+    def status(self) -> list[SourceStatus]:
+        """Each source's breaker, budget and last cycle."""
+        statuses = []
+        for rt in self._runtimes:
+            budget = rt.source.budget
+            statuses.append(
+                SourceStatus(
+                    name=rt.source.name,
+                    breaker=rt.breaker.snapshot(),
+                    rate_per_minute=budget.rate_per_minute if budget else None,
+                    requests=budget.granted if budget else 0,
+                    waiting=budget.waiting if budget else 0,
+                    paused_until=budget.paused_until if budget else None,
+                    last_cycle_at=rt.last_cycle_at,
+                    last_cycle=rt.last_cycle,
+                    watched=rt.watched,
+                )
+            )
+        return statuses
+
+    # -- one cycle of one source ------------------------------------------------------------
+
+    async def _cycle(self, rt: _Runtime, report: CycleReport) -> None:
+        async with rt.lock:  # a source's cycles never overlap (run loop and refresh_now)
+            mine = CycleReport()
+            granted_before = rt.source.budget.granted if rt.source.budget else 0
+            try:
+                await self._cycle_unlocked(rt, mine)
+            finally:
+                mine.requests = (rt.source.budget.granted if rt.source.budget else 0) - (
+                    granted_before
+                )
+                rt.last_cycle_at = self._clock.now()
+                rt.last_cycle = mine.summary()
+                _merge(report, mine)
+
+    async def _cycle_unlocked(self, rt: _Runtime, report: CycleReport) -> None:
+        source = rt.source
+        if rt.known is None:
+            rt.known = await self._store.watch_states(source.name)
         try:
-            with anyio.fail_after(self.poll_timeout_seconds):
-                experiments = await source.list_experiments()
-        except (SourceError, TimeoutError) as exc:
-            await self._failed(source, None, exc, report)
+            async with rt.breaker.call():
+                with anyio.fail_after(self.poll_timeout_seconds):
+                    listed = await source.list_experiments()
+        except BreakerOpen:
+            report.skipped_sources.append(source.name)
             return
-        await self._recovered(source, None, report)
-        for experiment in experiments:
-            report.experiments += 1
-            await self._poll_experiment(source, experiment, report)
+        except (SourceError, TimeoutError) as exc:
+            await self._failed(rt, None, exc, report)
+            return
+        finally:
+            await self._flush_transitions(rt, report)
+        await self._recovered(rt, None, report)
+        rt.listed = len(listed)
+        watched = await self._watched(rt, listed)
+        rt.watched = len(watched)
+        report.experiments += len(watched)
+        due = self._due(rt, watched)
+        await self._fetch(rt, due, report)
+        await self._check_staleness(rt, watched, report)
+
+    async def _watched(self, rt: _Runtime, listed: list[Experiment]) -> list[Experiment]:
+        """The listed experiments the rules keep, plus explicitly watched ones not listed."""
+        rules = rt.policy.rules
+        entries = await self._store.state.watch_list(rt.source.name)
+        include = set(rules.include) | {e.experiment_id for e in entries if e.is_watched}
+        exclude = (set(rules.exclude) | {e.experiment_id for e in entries if not e.is_watched}) - {
+            e.experiment_id for e in entries if e.is_watched
+        }
+        kept = [
+            e
+            for e in listed
+            if e.experiment_id not in exclude
+            and (not rules.tags or rules.tags & set(e.tags) or e.experiment_id in include)
+        ]
+        seen = {e.experiment_id for e in listed}
+        assert rt.known is not None
+        for experiment_id in sorted(include - seen - exclude):
+            known = rt.known.get(experiment_id)
+            kept.append(
+                known.experiment.model_copy(update={"upstream_version": None})
+                if known
+                else Experiment(
+                    source=rt.source.name,
+                    experiment_id=experiment_id,
+                    name=experiment_id,
+                    status="",
+                )
+            )
+        return kept
+
+    def _due(self, rt: _Runtime, watched: list[Experiment]) -> list[Experiment]:
+        """The experiments whose results are worth a request now, least recently checked
+        first."""
+        assert rt.known is not None
+        now = self._clock.now()
+        due: list[tuple[datetime | None, Experiment]] = []
+        for experiment in watched:
+            known = rt.known.get(experiment.experiment_id)
+            if known is None or known.last_checked_at is None:
+                due.append((None, experiment))
+                continue
+            if experiment.status == "archived" and known.experiment.status == "archived":
+                continue  # its final snapshot is recorded
+            listed_before = rt.listed_versions.get(
+                experiment.experiment_id, known.experiment.upstream_version
+            )
+            if experiment.upstream_version is None or experiment.upstream_version != listed_before:
+                due.append((known.last_checked_at, experiment))
+                continue
+            interval = (
+                self.finished_poll_interval_seconds
+                if experiment.status in FINISHED_STATUSES
+                else self.refresh_unchanged_seconds
+            )
+            if now - known.last_checked_at >= timedelta(seconds=interval):
+                due.append((known.last_checked_at, experiment))
+        due.sort(key=lambda item: (item[0] is not None, item[0] or now))
+        return [experiment for _, experiment in due]
+
+    async def _fetch(self, rt: _Runtime, due: list[Experiment], report: CycleReport) -> None:
+        if not due:
+            return
+        source = rt.source
+        portfolio: dict[str, Snapshot | PayloadError] | None = None
+        listed_due = [e for e in due if e.upstream_version is not None]
+        if (
+            rt.policy.use_portfolio
+            and isinstance(source, PortfolioSource)
+            and len(listed_due) > _portfolio_pages(rt.listed)
+        ):
+            portfolio = await self._read_portfolio(rt, listed_due, report)
+        limiter = anyio.CapacityLimiter(max(1, rt.policy.max_concurrency))
+        async with anyio.create_task_group() as tg:
+            for experiment in due:
+                if portfolio is not None and experiment.upstream_version is not None:
+                    tg.start_soon(self._record_from_portfolio, rt, experiment, portfolio, report)
+                else:
+                    tg.start_soon(self._poll_experiment, rt, experiment, limiter, report)
+
+    async def _read_portfolio(
+        self, rt: _Runtime, experiments: list[Experiment], report: CycleReport
+    ) -> dict[str, Snapshot | PayloadError] | None:
+        """The portfolio of the source, or None (then each experiment is fetched alone)."""
+        assert isinstance(rt.source, PortfolioSource)
+        try:
+            async with rt.breaker.call():
+                with anyio.fail_after(self.poll_timeout_seconds):
+                    return await rt.source.fetch_portfolio(
+                        {e.experiment_id: e for e in experiments}
+                    )
+        except BreakerOpen:
+            return None
+        except (SourceError, TimeoutError) as exc:
+            logger.warning(
+                "source %s: portfolio read failed (%s); fetching one by one",
+                rt.source.name,
+                _reason(exc, self.poll_timeout_seconds),
+                extra={"source": rt.source.name},
+            )
+            return None
+        finally:
+            await self._flush_transitions(rt, report)
+
+    async def _record_from_portfolio(
+        self,
+        rt: _Runtime,
+        experiment: Experiment,
+        portfolio: Mapping[str, Snapshot | PayloadError],
+        report: CycleReport,
+    ) -> None:
+        found = portfolio.get(experiment.experiment_id)
+        if isinstance(found, PayloadError):
+            await self._failed(rt, experiment.experiment_id, found, report)
+            return
+        await self._record(rt, experiment, experiment, found, report)
 
     async def _poll_experiment(
-        self, source: Source, experiment: Experiment, report: CycleReport
+        self,
+        rt: _Runtime,
+        experiment: Experiment,
+        limiter: anyio.CapacityLimiter,
+        report: CycleReport,
     ) -> None:
-        try:
-            with anyio.fail_after(self.poll_timeout_seconds):
-                current, snapshot = await source.fetch_results(experiment)
-        except (SourceError, TimeoutError) as exc:
-            await self._failed(source, experiment.experiment_id, exc, report)
+        async with limiter:
+            try:
+                async with rt.breaker.call():
+                    with anyio.fail_after(self.poll_timeout_seconds):
+                        current, snapshot = await rt.source.fetch_results(experiment)
+            except BreakerOpen:
+                return  # the source went down during this cycle; the breaker says when again
+            except (SourceError, TimeoutError) as exc:
+                await self._failed(rt, experiment.experiment_id, exc, report)
+                return
+            except Exception as exc:  # isolate one experiment from the rest
+                logger.exception(
+                    "unexpected failure polling %s",
+                    experiment.experiment_id,
+                    extra={"source": rt.source.name, "experiment": experiment.experiment_id},
+                )
+                await self._failed(rt, experiment.experiment_id, exc, report)
+                return
+            finally:
+                await self._flush_transitions(rt, report)
+        await self._record(rt, experiment, current, snapshot, report)
+
+    async def _record(
+        self,
+        rt: _Runtime,
+        listed: Experiment,
+        current: Experiment,
+        snapshot: Snapshot | None,
+        report: CycleReport,
+    ) -> None:
+        assert rt.known is not None
+        with anyio.CancelScope(shield=True):  # a poll is recorded whole, or not at all
+            outcome = await self._store.record_poll(current, snapshot, detect=self._detector)
+            now = self._clock.now()
+            known = rt.known.get(current.experiment_id)
+            if known is None:
+                rt.first_seen.add(current.experiment_id)
+            updated = known.results_updated_at if known else None
+            if outcome.is_new_snapshot and snapshot is not None:
+                updated = snapshot.upstream_updated_at or now
+            rt.known[current.experiment_id] = WatchState(
+                experiment=current, last_checked_at=now, results_updated_at=updated
+            )
+            rt.listed_versions[current.experiment_id] = listed.upstream_version
+            report.fetched += 1
+            report.new_snapshots += outcome.is_new_snapshot
+            report.events.extend(outcome.events)
+            await self._recovered(rt, current.experiment_id, report)
+
+    async def _check_staleness(
+        self, rt: _Runtime, watched: list[Experiment], report: CycleReport
+    ) -> None:
+        """`results_stale` once when a running experiment's results stop updating for
+        `stale_after_seconds`, and once when they update again."""
+        limit = rt.policy.stale_after_seconds
+        if limit is None:
+            rt.first_seen.clear()
             return
-        except Exception as exc:  # isolate one experiment from the rest
-            logger.exception("unexpected failure polling %s", experiment.experiment_id)
-            await self._failed(source, experiment.experiment_id, exc, report)
+        assert rt.known is not None
+        now = self._clock.now()
+        events = []
+        first_seen, rt.first_seen = rt.first_seen, set()
+        for experiment in watched:
+            known = rt.known.get(experiment.experiment_id)
+            if known is None or known.results_updated_at is None:
+                continue
+            age = (now - known.results_updated_at).total_seconds()
+            is_stale = known.experiment.status in RUNNING_STATUSES and age > limit
+            was_stale = experiment.experiment_id in rt.stale
+            if is_stale == was_stale:
+                continue
+            (rt.stale.add if is_stale else rt.stale.discard)(experiment.experiment_id)
+            if experiment.experiment_id in first_seen:
+                continue  # old results at first sight are the platform's state, not news
+            events.append(
+                Event(
+                    kind=EventKind.RESULTS_STALE,
+                    source=rt.source.name,
+                    experiment_id=experiment.experiment_id,
+                    before=was_stale,
+                    after=is_stale,
+                    details={
+                        "results_updated_at": known.results_updated_at.isoformat(),
+                        "stale_after_seconds": limit,
+                        "age_seconds": round(age),
+                    },
+                    occurred_at=now,
+                )
+            )
+        if events:
+            with anyio.CancelScope(shield=True):
+                report.events.extend(await self._store.record_events(events))
+
+    # -- failures and the breaker -------------------------------------------------------------
+
+    async def _flush_transitions(self, rt: _Runtime, report: CycleReport) -> None:
+        """Persist the breaker and record its openings and closings as events."""
+        if not rt.transitions:
             return
-        outcome = await self._store.record_poll(current, snapshot, detect=self._detector)
-        report.new_snapshots += outcome.is_new_snapshot
-        report.events.extend(outcome.events)
-        await self._recovered(source, experiment.experiment_id, report)
+        transitions, rt.transitions = rt.transitions, []
+        now = self._clock.now()
+        events = []
+        for before, after, state in transitions:
+            if after is CircuitState.OPEN and before is CircuitState.CLOSED:
+                assert state.open_until is not None
+                events.append(
+                    Event(
+                        kind=EventKind.SOURCE_UNAVAILABLE,
+                        source=rt.source.name,
+                        before=before.value,
+                        after=after.value,
+                        details={
+                            "until": state.open_until.isoformat(),
+                            "reason": state.last_error,
+                            "consecutive_failures": state.consecutive_failures,
+                        },
+                        occurred_at=now,
+                    )
+                )
+            elif after is CircuitState.CLOSED:
+                self._failing.pop((rt.source.name, None), None)
+                events.append(
+                    Event(
+                        kind=EventKind.SOURCE_RECOVERED,
+                        source=rt.source.name,
+                        before=before.value,
+                        after=after.value,
+                        details={"last_error": state.last_error},
+                        occurred_at=now,
+                    )
+                )
+        with anyio.CancelScope(shield=True):
+            await self._store.state.save_source(
+                rt.source.name, {"breaker": rt.breaker.snapshot().model_dump(mode="json")}
+            )
+            if events:
+                report.events.extend(await self._store.record_events(events))
 
     async def _failed(
-        self, source: Source, experiment_id: str | None, exc: Exception, report: CycleReport
+        self, rt: _Runtime, experiment_id: str | None, exc: Exception, report: CycleReport
     ) -> None:
-        reason = (
-            f"no answer within {self.poll_timeout_seconds:g} s"
-            if isinstance(exc, TimeoutError)
-            else str(exc)
-        )
+        reason = _reason(exc, self.poll_timeout_seconds)
         report.errors.append(reason)
         logger.warning(
-            "source %s%s: %s", source.name, f" / {experiment_id}" if experiment_id else "", reason
+            "source %s%s: %s",
+            rt.source.name,
+            f" / {experiment_id}" if experiment_id else "",
+            reason,
+            extra={"source": rt.source.name, "experiment": experiment_id},
         )
-        key = (source.name, experiment_id)
+        key = (rt.source.name, experiment_id)
         if self._failing.get(key) == reason:
             return  # already reported; alert on onset and on change only
         self._failing[key] = reason
-        report.events.extend(
-            await self._store.record_events(
-                [
-                    Event(
-                        kind=EventKind.SOURCE_ERROR,
-                        source=source.name,
-                        experiment_id=experiment_id,
-                        after=reason,
-                        details={
-                            "error": type(exc).__name__,
-                            "status_code": getattr(exc, "status_code", None),
-                        },
-                        occurred_at=self._clock.now(),
-                    )
-                ]
+        details: dict[str, Any] = {
+            "error": type(exc).__name__,
+            "status_code": getattr(exc, "status_code", None),
+        }
+        if isinstance(exc, ExperimentNotFound):
+            details["suggestions"] = exc.suggestions
+        with anyio.CancelScope(shield=True):
+            report.events.extend(
+                await self._store.record_events(
+                    [
+                        Event(
+                            kind=EventKind.SOURCE_ERROR,
+                            source=rt.source.name,
+                            experiment_id=experiment_id,
+                            after=reason,
+                            details=details,
+                            occurred_at=self._clock.now(),
+                        )
+                    ]
+                )
             )
-        )
 
     async def _recovered(
-        self, source: Source, experiment_id: str | None, report: CycleReport
+        self, rt: _Runtime, experiment_id: str | None, report: CycleReport
     ) -> None:
-        reason = self._failing.pop((source.name, experiment_id), None)
+        reason = self._failing.pop((rt.source.name, experiment_id), None)
         if reason is None:
             return
-        report.events.extend(
-            await self._store.record_events(
-                [
-                    Event(
-                        kind=EventKind.SOURCE_RECOVERED,
-                        source=source.name,
-                        experiment_id=experiment_id,
-                        before=reason,
-                        occurred_at=self._clock.now(),
-                    )
-                ]
+        with anyio.CancelScope(shield=True):
+            report.events.extend(
+                await self._store.record_events(
+                    [
+                        Event(
+                            kind=EventKind.SOURCE_RECOVERED,
+                            source=rt.source.name,
+                            experiment_id=experiment_id,
+                            before=reason,
+                            occurred_at=self._clock.now(),
+                        )
+                    ]
+                )
             )
-        )
+
+
+def _portfolio_pages(experiments: int) -> int:
+    return max(1, math.ceil(experiments / PORTFOLIO_PAGE_SIZE))
+
+
+def _reason(exc: Exception, timeout_seconds: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_seconds:g} s"
+    return str(exc)
+
+
+def _merge(into: CycleReport, part: CycleReport) -> None:
+    into.experiments += part.experiments
+    into.fetched += part.fetched
+    into.new_snapshots += part.new_snapshots
+    into.requests += part.requests
+    into.skipped_sources.extend(part.skipped_sources)
+    into.events.extend(part.events)
+    into.errors.extend(part.errors)

@@ -4,14 +4,42 @@ validation failures into the words of a user-facing message."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import stamina
 from pydantic import BaseModel, ValidationError
 
 from store import PayloadError, SourceUnavailable
 
+from .budget import RateBudget
+
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How one request is retried when the platform is briefly unavailable (transport errors,
+    timeouts, 5xx, 429): `attempts` in all, exponential backoff with jitter between
+    `wait_initial` and `wait_max` seconds, and a 429's `Retry-After` / `RateLimit-Reset`
+    honoured up to `retry_after_cap_seconds`. Other errors are never retried."""
+
+    attempts: int = 3
+    wait_initial: float = 0.5
+    wait_max: float = 10.0
+    retry_after_cap_seconds: float = 120.0
+
+    def backoff(self, exc: Exception) -> bool | float:
+        """stamina's backoff hook: False (do not retry), True (default backoff) or seconds."""
+        if not isinstance(exc, SourceUnavailable):
+            return False
+        if exc.retry_after_seconds is not None:
+            return min(exc.retry_after_seconds, self.retry_after_cap_seconds)
+        return True
+
+
+NO_RETRY = RetryPolicy(attempts=1)
 
 
 async def get_model(
@@ -28,13 +56,75 @@ async def get_model(
     params: Mapping[str, str | int] | None = None,
     experiment_id: str | None = None,
     timeout_seconds: float = 30.0,
+    budget: RateBudget | None = None,
+    retry: RetryPolicy = NO_RETRY,
 ) -> M:
     """GET `url` and validate the body into `model`, translating failures at the boundary:
     timeouts and transport errors become SourceUnavailable, a body that does not fit becomes
     PayloadError naming the path; `check` classifies the HTTP status first. `where` names the
-    platform's address in messages (never a URL with credentials)."""
+    platform's address in messages (never a URL with credentials).
+
+    Every attempt first takes a token from `budget`; a 429 pauses the whole budget (every
+    poller of the source) for the time the platform asked, capped by `retry`. SourceUnavailable
+    is retried as `retry` says; the last failure propagates.
+    """
+    async for attempt in stamina.retry_context(
+        on=retry.backoff,
+        attempts=retry.attempts,
+        timeout=None,
+        wait_initial=retry.wait_initial,
+        wait_max=retry.wait_max,
+    ):
+        with attempt:
+            if budget is not None:
+                await budget.acquire()
+            try:
+                response = await _get(
+                    client,
+                    url,
+                    params,
+                    headers,
+                    timeout_seconds,
+                    platform,
+                    path,
+                    where,
+                    source=source,
+                    experiment_id=experiment_id,
+                )
+                check(response)
+            except SourceUnavailable as exc:
+                if budget is not None and exc.status_code == 429:
+                    budget.pause_for(
+                        min(
+                            exc.retry_after_seconds or retry.wait_max, retry.retry_after_cap_seconds
+                        )
+                    )
+                raise
     try:
-        response = await client.get(url, params=params, headers=headers, timeout=timeout_seconds)
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{platform} GET {path} returned an unexpected payload: {summarize_validation(exc)}",
+            source=source,
+            experiment_id=experiment_id,
+        ) from exc
+
+
+async def _get(
+    client: httpx.AsyncClient,
+    url: str,
+    params: Mapping[str, str | int] | None,
+    headers: Mapping[str, str],
+    timeout_seconds: float,
+    platform: str,
+    path: str,
+    where: str,
+    *,
+    source: str,
+    experiment_id: str | None,
+) -> httpx.Response:
+    try:
+        return await client.get(url, params=params, headers=headers, timeout=timeout_seconds)
     except httpx.TimeoutException as exc:
         raise SourceUnavailable(
             f"{platform} did not answer GET {path} in time",
@@ -44,15 +134,6 @@ async def get_model(
     except httpx.TransportError as exc:
         raise SourceUnavailable(
             f"cannot reach {platform} at {where}: {type(exc).__name__}",
-            source=source,
-            experiment_id=experiment_id,
-        ) from exc
-    check(response)
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise PayloadError(
-            f"{platform} GET {path} returned an unexpected payload: {summarize_validation(exc)}",
             source=source,
             experiment_id=experiment_id,
         ) from exc

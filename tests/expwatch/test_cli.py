@@ -103,7 +103,21 @@ async def test_run_once_records_snapshots_and_events_lists_them_as_json(
     code, out, err = await expwatch("status", "--config", str(deployment.config), "--json")
     status = json.loads(out)
     snapshots = {e["experiment_id"]: e["snapshots"] for e in status["experiments"]}
-    assert snapshots["exp_checkout_redesign"] == 1 and status["sources"] == ["gb"]
+    assert snapshots["exp_checkout_redesign"] == 1
+    [source] = status["sources"]
+    assert source["name"] == "gb" and source["breaker"]["state"] == "closed"
+
+    code, out, err = await expwatch(
+        "unwatch", "exp_pricing_page", "--config", str(deployment.config)
+    )
+    assert code == 0 and "gb/exp_pricing_page is not watched" in out
+    code, out, err = await expwatch(
+        "watch", "exp_x", "--source", "nope", "--config", str(deployment.config)
+    )
+    assert code == 2 and "no source 'nope' in the configuration; sources: gb" in err
+    code, out, err = await expwatch("status", "--config", str(deployment.config))
+    assert "source gb (growthbook): breaker closed" in out
+    assert "not watching: exp_pricing_page" in out
 
     code, out, err = await expwatch(
         "history",

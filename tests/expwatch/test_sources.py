@@ -118,6 +118,6 @@ async def test_each_source_uses_its_own_request_timeout() -> None:
         }
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as client:
-        for source in build_sources(settings, client):
+        for source in build_sources(settings, client, ManualClock()):
             await source.list_experiments()
     assert seen == {"fast.test": 2, "slow.test": 45}

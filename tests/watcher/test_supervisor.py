@@ -74,6 +74,7 @@ class FlakySource:
 
     def __init__(self, inner: GrowthBookSource, broken_id: str) -> None:
         self.name = inner.name
+        self.budget = inner.budget
         self.inner = inner
         self.broken_id = broken_id
         self.failing = True
@@ -126,7 +127,11 @@ async def test_the_daemon_loop_polls_once_per_interval_of_its_clock(
 ) -> None:
     """The loop sleeps on the injected clock: nothing is polled until the clock moves."""
     supervisor = Supervisor(
-        store, [growthbook(gb_client)], clock=clock, poll_interval_seconds=REFRESH_SECONDS
+        store,
+        [growthbook(gb_client)],
+        clock=clock,
+        poll_interval_seconds=REFRESH_SECONDS,
+        jitter=0,
     )
     at_refresh(clock, scenario, 0)
     with anyio.fail_after(10):
