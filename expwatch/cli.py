@@ -30,7 +30,10 @@ from .cli_common import (
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="expwatch")
-def main() -> None:
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Debug logging (overrides log_level), to stderr."
+)
+def main(verbose: bool) -> None:
     """Watch A/B-test experiments and tell people and assistants when results change."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from .config import Settings, load_config
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
 
 config_option = click.option(
     "--config",
@@ -34,22 +37,82 @@ config_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr (stdout belongs to MCP over stdio and to --json output)."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in (
-        "alembic",
-        "httpx",
-        "httpcore",
-        "apprise",
-        "mcp",
-        "fastmcp",
-        "uvicorn",
-        "sse_starlette",
-    ):
+NOISY_LOGGERS = (
+    "alembic",
+    "httpx",
+    "httpcore",
+    "apprise",
+    "mcp",
+    "fastmcp",
+    "uvicorn",
+    "sse_starlette",
+)
+CONTEXT_FIELDS = ("source", "experiment")
+"""`extra=` fields the watcher attaches to its records; both formats show them."""
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+class RedactApprise(logging.Filter):
+    """Apprise logs target URLs, which hold credentials (Slack tokens, SMTP passwords):
+    keep its messages, drop the URLs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "apprise" or record.name.startswith("apprise."):
+            record.msg = _URL.sub("[url redacted]", record.getMessage())
+            record.args = None
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message [source/experiment]`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = "/".join(str(v) for f in CONTEXT_FIELDS if (v := getattr(record, f, None)))
+        return f"{line} [{context}]" if context else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the watcher's context fields,
+    and the exception text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr (stdout belongs to MCP over stdio and to --json output), as text or as
+    JSON lines; third-party loggers stay at WARNING unless DEBUG is asked for."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RedactApprise())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _verbose_requested() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("verbose"))
 
 
 def load_settings(config_path: Path | None) -> Settings:
@@ -58,7 +121,7 @@ def load_settings(config_path: Path | None) -> Settings:
     except ConfigError as exc:
         click.echo(f"expwatch: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
-    setup_logging(settings.log_level)
+    setup_logging("DEBUG" if _verbose_requested() else settings.log_level, settings.log_format)
     return settings
 
 
@@ -80,26 +143,30 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 async def run_until_stopped(
     main: Callable[..., Awaitable[Any]], *, duration_seconds: float | None = None
 ) -> None:
-    """Run `main` until it returns, SIGINT/SIGTERM arrives, or `duration_seconds` pass."""
-    async with anyio.create_task_group() as tg:
+    """Run `main` until it returns, SIGINT/SIGTERM arrives, or `duration_seconds` pass.
 
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    logging.getLogger("expwatch").info(
-                        "%s received, stopping", signal.Signals(signum).name
-                    )
-                    tg.cancel_scope.cancel()
-                    return
+    The first signal cancels `main`, whose records in flight finish (they are shielded) and
+    whose servers shut down within their grace periods; a second signal exits at once.
+    """
+    log = logging.getLogger("expwatch")
+    async with anyio.create_task_group() as outer:
+        with anyio.CancelScope() as work:
 
-        async def run_main() -> None:
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if work.cancel_called:
+                            log.warning("%s received again: exiting now", name)
+                            os._exit(EXIT_INTERRUPTED)
+                        log.info("%s received: stopping (send it again to force)", name)
+                        work.cancel()
+
+            outer.start_soon(watch_signals)
+            if duration_seconds is not None:
+                work.deadline = anyio.current_time() + duration_seconds
             await main()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(stop_on_signal)
-        tg.start_soon(run_main)
-        if duration_seconds is not None:
-            tg.cancel_scope.deadline = anyio.current_time() + duration_seconds
+        outer.cancel_scope.cancel()
 
 
 class Timestamp(click.ParamType[datetime]):

@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     store: StoreSettings = StoreSettings()
     watcher: WatcherSettings = WatcherSettings()
     sources: dict[str, SourceSettings] = {}

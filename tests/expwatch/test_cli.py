@@ -242,3 +242,19 @@ async def test_the_demo_shows_the_story_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
     assert "srm_detected             exp_checkout_redesign" in text
     assert "significance_changed     exp_checkout_redesign · Conversion" in text
     assert (tmp_path / "expwatch-demo.db").exists()
+
+
+@pytest.mark.anyio
+async def test_json_logs_carry_the_source_and_never_the_key(deployment: Deployment) -> None:
+    """`log_format = "json"`: every stderr line is one JSON object; the watcher's lines name
+    their source; `-v` turns on debug logging; the API key appears nowhere."""
+    env = {**os.environ, "EXPWATCH_SOURCES__GB__API_KEY": KEY, "EXPWATCH_LOG_FORMAT": "json"}
+    command = [sys.executable, "-m", "expwatch", "-v", "run", "--config", str(deployment.config)]
+    result = await anyio.run_process([*command, "--once"], env=env, cwd=ROOT, check=False)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert any(e["level"] == "DEBUG" for e in entries)
+    cycle = [e for e in entries if e["message"].startswith("poll cycle")]
+    assert cycle and {"time", "level", "logger", "message"} <= set(cycle[0])
+    assert KEY not in stderr and KEY not in result.stdout.decode()
