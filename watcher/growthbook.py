@@ -275,19 +275,19 @@ class GrowthBookSource:
         snapshot = await self._snapshot(response.result, settings, current)
         return current, snapshot
 
-    async def fetch_portfolio(
+    async def portfolio(
         self, experiments: Mapping[str, Experiment]
-    ) -> dict[str, Snapshot | PayloadError]:
+    ) -> AsyncIterator[dict[str, Snapshot | PayloadError]]:
         """The latest results of every experiment matching the source's filters, a page of a
-        hundred experiments per request (GET /experiments/results).
+        hundred experiments per request (GET /experiments/results), page by page.
 
         Experiments without results are absent. An experiment whose results do not have the
         documented shape maps to its PayloadError, and the others are still read.
         `experiments` (by id, as listed) supplies the variation order; an experiment missing
         from it is read with its first reported variation as the baseline.
         """
-        found: dict[str, Snapshot | PayloadError] = {}
         async for page in self._pages("/experiments/results", _GBPortfolioPage):
+            found: dict[str, Snapshot | PayloadError] = {}
             for raw in page.experimentResults:
                 experiment_id = str(raw.get("experimentId", "")) if isinstance(raw, dict) else ""
                 try:
@@ -315,6 +315,15 @@ class GrowthBookSource:
                     )
                 except PayloadError as error:
                     found[result.experimentId] = error
+            yield found
+
+    async def fetch_portfolio(
+        self, experiments: Mapping[str, Experiment]
+    ) -> dict[str, Snapshot | PayloadError]:
+        """Every page of `portfolio` in one mapping."""
+        found: dict[str, Snapshot | PayloadError] = {}
+        async for page in self.portfolio(experiments):
+            found.update(page)
         return found
 
     # -- HTTP -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -86,11 +86,12 @@ class Source(Protocol):
 
 @runtime_checkable
 class PortfolioSource(Protocol):
-    """A source that reads the latest results of many experiments per request."""
+    """A source that reads the latest results of many experiments per request, page by page
+    (so memory holds one page, whatever the size of the portfolio)."""
 
-    async def fetch_portfolio(
+    def portfolio(
         self, experiments: Mapping[str, Experiment]
-    ) -> dict[str, Snapshot | PayloadError]: ...
+    ) -> AsyncIterator[dict[str, Snapshot | PayloadError]]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -445,59 +446,64 @@ class Supervisor:
     async def _fetch(self, rt: _Runtime, due: list[Experiment], report: CycleReport) -> None:
         if not due:
             return
-        source = rt.source
-        portfolio: dict[str, Snapshot | PayloadError] | None = None
-        listed_due = [e for e in due if e.upstream_version is not None]
+        listed_due = {e.experiment_id: e for e in due if e.upstream_version is not None}
         if (
             rt.policy.use_portfolio
-            and isinstance(source, PortfolioSource)
+            and isinstance(rt.source, PortfolioSource)
             and len(listed_due) > _portfolio_pages(rt.listed)
         ):
-            portfolio = await self._read_portfolio(rt, listed_due, report)
+            await self._read_portfolio(rt, listed_due, report)
+            # What the portfolio did not settle (a failed read) is fetched one by one.
+            due = [e for e in due if e.upstream_version is None or e.experiment_id in listed_due]
         limiter = anyio.CapacityLimiter(max(1, rt.policy.max_concurrency))
         async with anyio.create_task_group() as tg:
             for experiment in due:
-                if portfolio is not None and experiment.upstream_version is not None:
-                    tg.start_soon(self._record_from_portfolio, rt, experiment, portfolio, report)
-                else:
-                    tg.start_soon(self._poll_experiment, rt, experiment, limiter, report)
+                tg.start_soon(self._poll_experiment, rt, experiment, limiter, report)
 
     async def _read_portfolio(
-        self, rt: _Runtime, experiments: list[Experiment], report: CycleReport
-    ) -> dict[str, Snapshot | PayloadError] | None:
-        """The portfolio of the source, or None (then each experiment is fetched alone)."""
-        assert isinstance(rt.source, PortfolioSource)
+        self, rt: _Runtime, listed_due: dict[str, Experiment], report: CycleReport
+    ) -> None:
+        """Record the experiments of `listed_due` from the source's portfolio, page by page,
+        removing each one settled; listed experiments absent from every page have no results
+        yet. After a failed read, the rest stay in `listed_due`."""
+        source = rt.source
+        assert isinstance(source, PortfolioSource)
+        pages_out, pages_in = anyio.create_memory_object_stream[dict[str, Snapshot | PayloadError]](
+            1
+        )
+
+        async def read_pages() -> None:
+            # Reads the next page while the previous one is being recorded.
+            async with pages_out:
+                async for page in source.portfolio(dict(listed_due)):
+                    await pages_out.send(page)
+
         try:
-            async with rt.breaker.call():
-                with anyio.fail_after(self.poll_timeout_seconds):
-                    return await rt.source.fetch_portfolio(
-                        {e.experiment_id: e for e in experiments}
-                    )
+            async with rt.breaker.call(), anyio.create_task_group() as tg, pages_in:
+                tg.start_soon(read_pages)
+                async for page in pages_in:
+                    for experiment_id, found in page.items():
+                        experiment = listed_due.pop(experiment_id, None)
+                        if experiment is None:
+                            continue  # not due: unchanged, or not watched
+                        if isinstance(found, PayloadError):
+                            await self._failed(rt, experiment_id, found, report)
+                        else:
+                            await self._record(rt, experiment, experiment, found, report)
+            for experiment in list(listed_due.values()):
+                del listed_due[experiment.experiment_id]
+                await self._record(rt, experiment, experiment, None, report)
         except BreakerOpen:
-            return None
+            return
         except (SourceError, TimeoutError) as exc:
             logger.warning(
-                "source %s: portfolio read failed (%s); fetching one by one",
+                "source %s: portfolio read failed (%s); fetching the rest one by one",
                 rt.source.name,
                 _reason(exc, self.poll_timeout_seconds),
                 extra={"source": rt.source.name},
             )
-            return None
         finally:
             await self._flush_transitions(rt, report)
-
-    async def _record_from_portfolio(
-        self,
-        rt: _Runtime,
-        experiment: Experiment,
-        portfolio: Mapping[str, Snapshot | PayloadError],
-        report: CycleReport,
-    ) -> None:
-        found = portfolio.get(experiment.experiment_id)
-        if isinstance(found, PayloadError):
-            await self._failed(rt, experiment.experiment_id, found, report)
-            return
-        await self._record(rt, experiment, experiment, found, report)
 
     async def _poll_experiment(
         self,
