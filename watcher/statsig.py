@@ -25,6 +25,7 @@ from .statsig_payloads import (
     ExperimentList,
     ExperimentPayload,
     ExperimentResponse,
+    ExposuresResponse,
     Group,
     PulseData,
     PulseResponse,
@@ -119,6 +120,20 @@ class StatsigSource:
     ) -> tuple[Experiment, Snapshot | None]:
         """Like `fetch_results`, with Pulse's cumulative results as of `day` (history backfill)."""
         return await self._fetch(experiment.experiment_id, day=day)
+
+    async def fetch_exposures(self, experiment: Experiment) -> dict[str, list[tuple[date, float]]]:
+        """Cumulative exposures per group (by group id, else name), one (day, units) per day
+        since the experiment started: the traffic split over time, for SRM history."""
+        experiment_id = experiment.experiment_id
+        response = await self._get(
+            f"/experiments/{experiment_id}/cumulative_exposures",
+            ExposuresResponse,
+            experiment_id=experiment_id,
+        )
+        return {
+            group.groupID or group.groupName: [(d.date, d.exposures) for d in group.results]
+            for group in response.data
+        }
 
     async def _fetch(
         self, experiment_id: str, *, day: date | None

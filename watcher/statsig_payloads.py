@@ -40,6 +40,7 @@ __all__ = [
     "ExperimentList",
     "ExperimentPayload",
     "ExperimentResponse",
+    "ExposuresResponse",
     "Group",
     "PulseData",
     "PulseResponse",
@@ -116,6 +117,23 @@ class ExperimentList(_Model):
 
     data: list[ExperimentPayload]
     pagination: Pagination
+
+
+class ExposureDay(_Model):
+    date: date
+    exposures: float
+
+
+class GroupExposures(_Model):
+    groupID: str | None = None
+    groupName: str = ""
+    results: list[ExposureDay]
+
+
+class ExposuresResponse(_Model):
+    """GET /console/v1/experiments/{id}/cumulative_exposures."""
+
+    data: list[GroupExposures]
 
 
 class ExperimentResponse(_Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import AsyncIterator, Callable
@@ -154,6 +155,36 @@ async def test_a_decision_shows_as_a_status_change(
     assert (
         snapshot is not None and snapshot.metrics[0].variations[1].platform_verdict is Verdict.WON
     )
+
+
+async def test_a_decision_names_the_launched_group(
+    sg_client: httpx.AsyncClient, clock: ManualClock, scenario: StatsigScenario
+) -> None:
+    """`decision_made` with `launchedGroupID` becomes a Decision naming that group."""
+    sg = source(sg_client)
+    at_refresh(clock, scenario, 3)
+    search = await find(sg, "search_ranking")
+    assert search.decision is None
+    at_refresh(clock, scenario, 4)
+    decided, _ = await sg.fetch_results(search)
+    assert decided.decision is not None and decided.decision.outcome == "launched"
+    assert decided.decision.variation_id in {v.variation_id for v in decided.variations}
+    assert decided.detailed_status is not None  # healthCheckStatus
+
+
+async def test_cumulative_exposures_give_each_groups_units_per_day(
+    sg_client: httpx.AsyncClient, clock: ManualClock, scenario: StatsigScenario
+) -> None:
+    """One (day, units) per Pulse day for every group, growing day by day."""
+    sg = source(sg_client)
+    at_refresh(clock, scenario, 5)
+    checkout = await find(sg, "checkout_redesign")
+    exposures = await sg.fetch_exposures(checkout)
+    assert set(exposures) == {v.variation_id for v in checkout.variations}
+    for days in exposures.values():
+        assert len(days) >= 2
+        assert [d for d, _ in days] == sorted(d for d, _ in days)
+        assert all(a <= b for (_, a), (_, b) in itertools.pairwise(days))
 
 
 # -- results --------------------------------------------------------------------------------
