@@ -34,7 +34,6 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from expwatch.serving import serve_asgi  # noqa: E402
 from simulator import (  # noqa: E402
     Faults,
     LatencyFault,
@@ -87,6 +86,9 @@ def bench_scenario(experiments: int) -> Scenario:
 
 def serve(experiments: int, latency_ms: float) -> None:
     """Child process: the simulator on loopback; a line on stdin moves it one refresh on."""
+    # Imported here: the composition root (FastMCP, Apprise) is not the watcher's to carry.
+    from expwatch.serving import serve_asgi
+
     refresh = [0]
 
     def clock() -> datetime:
