@@ -9,6 +9,7 @@ from typing import Protocol
 
 import anyio
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rows, schema
 from .database import Database
@@ -94,61 +95,80 @@ class Store:
         time it was checked. Events come from `detect`, which sees the previous experiment
         and snapshot beside the new ones, and are committed with them.
         """
+        [outcome] = await self.record_polls([(experiment, snapshot)], detect=detect)
+        return outcome
+
+    async def record_polls(
+        self, polls: Sequence[tuple[Experiment, Snapshot | None]], *, detect: Detector
+    ) -> list[PollOutcome]:
+        """Record several polls (of different experiments) in one transaction, each as
+        `record_poll` would: a page of a portfolio costs one commit, not a hundred."""
         now = self._clock()
+        outcomes = []
         async with self.database.write() as conn:
-            row = await rows.experiment_row(conn, experiment.source, experiment.experiment_id)
-            before = Experiment.model_validate(row["record"]) if row else None
-            if row is None:
-                experiment_pk = await rows.insert_experiment(conn, experiment, now)
-                latest_id = None
+            for experiment, snapshot in polls:
+                outcomes.append(await self._record_in(conn, experiment, snapshot, detect, now))
+        self._signal([e for outcome in outcomes for e in outcome.events])
+        return outcomes
+
+    async def _record_in(
+        self,
+        conn: AsyncConnection,
+        experiment: Experiment,
+        snapshot: Snapshot | None,
+        detect: Detector,
+        now: datetime,
+    ) -> PollOutcome:
+        row = await rows.experiment_row(conn, experiment.source, experiment.experiment_id)
+        before = Experiment.model_validate(row["record"]) if row else None
+        if row is None:
+            experiment_pk = await rows.insert_experiment(conn, experiment, now)
+            latest_id = None
+        else:
+            experiment_pk = row["id"]
+            latest_id = row["latest_snapshot_id"]
+        latest_hash = await rows.snapshot_hash(conn, latest_id)
+        current_hash = snapshot.content_hash() if snapshot else None
+        is_new = snapshot is not None and current_hash != latest_hash
+        # The previous snapshot is parsed only when the detector will need it.
+        previous = (
+            await rows.snapshot_record(conn, latest_id) if is_new or before != experiment else None
+        )
+        events: Sequence[Event] = ()
+        if is_new or before != experiment:
+            detected = detect(
+                before=before,
+                after=experiment,
+                previous=previous.snapshot if previous else None,
+                current=snapshot if is_new else (previous.snapshot if previous else None),
+            )
+            if isinstance(detected, Detection):
+                events = detected.events
+                if is_new and detected.snapshot is not None:
+                    snapshot = detected.snapshot  # assessed; deduplicated by the raw hash
             else:
-                experiment_pk = row["id"]
-                latest_id = row["latest_snapshot_id"]
-            latest_hash = await rows.snapshot_hash(conn, latest_id)
-            current_hash = snapshot.content_hash() if snapshot else None
-            is_new = snapshot is not None and current_hash != latest_hash
-            # The previous snapshot is parsed only when the detector will need it.
-            previous = (
-                await rows.snapshot_record(conn, latest_id)
-                if is_new or before != experiment
-                else None
+                events = detected
+        snapshot_id = latest_id
+        if is_new:
+            assert snapshot is not None and current_hash is not None
+            snapshot_id = await rows.insert_snapshot(
+                conn, experiment_pk, snapshot, current_hash, now
             )
-            events: Sequence[Event] = ()
-            if is_new or before != experiment:
-                detected = detect(
-                    before=before,
-                    after=experiment,
-                    previous=previous.snapshot if previous else None,
-                    current=snapshot if is_new else (previous.snapshot if previous else None),
-                )
-                if isinstance(detected, Detection):
-                    events = detected.events
-                    if is_new and detected.snapshot is not None:
-                        snapshot = detected.snapshot  # assessed; deduplicated by the raw hash
-                else:
-                    events = detected
-            snapshot_id = latest_id
-            if is_new:
-                assert snapshot is not None and current_hash is not None
-                snapshot_id = await rows.insert_snapshot(
-                    conn, experiment_pk, snapshot, current_hash, now
-                )
-            await conn.execute(
-                update(schema.experiments)
-                .where(schema.experiments.c.id == experiment_pk)
-                .values(
-                    name=experiment.name,
-                    status=experiment.status,
-                    record=experiment.model_dump(mode="json"),
-                    upstream_updated_at=experiment.upstream_updated_at,
-                    last_checked_at=now,
-                    latest_snapshot_id=snapshot_id,
-                )
+        await conn.execute(
+            update(schema.experiments)
+            .where(schema.experiments.c.id == experiment_pk)
+            .values(
+                name=experiment.name,
+                status=experiment.status,
+                record=experiment.model_dump(mode="json"),
+                upstream_updated_at=experiment.upstream_updated_at,
+                last_checked_at=now,
+                latest_snapshot_id=snapshot_id,
             )
-            if snapshot_id is not None:
-                events = [e.model_copy(update={"snapshot_id": snapshot_id}) for e in events]
-            stored_events = await rows.insert_events(conn, events, now)
-        self._signal(stored_events)
+        )
+        if snapshot_id is not None:
+            events = [e.model_copy(update={"snapshot_id": snapshot_id}) for e in events]
+        stored_events = await rows.insert_events(conn, events, now)
         return PollOutcome(
             snapshot_id=snapshot_id, is_new_snapshot=is_new, events=tuple(stored_events)
         )

@@ -482,6 +482,7 @@ class Supervisor:
             async with rt.breaker.call(), anyio.create_task_group() as tg, pages_in:
                 tg.start_soon(read_pages)
                 async for page in pages_in:
+                    polls: list[tuple[Experiment, Experiment, Snapshot | None]] = []
                     for experiment_id, found in page.items():
                         experiment = listed_due.pop(experiment_id, None)
                         if experiment is None:
@@ -489,10 +490,11 @@ class Supervisor:
                         if isinstance(found, PayloadError):
                             await self._failed(rt, experiment_id, found, report)
                         else:
-                            await self._record(rt, experiment, experiment, found, report)
-            for experiment in list(listed_due.values()):
-                del listed_due[experiment.experiment_id]
-                await self._record(rt, experiment, experiment, None, report)
+                            polls.append((experiment, experiment, found))
+                    await self._record_many(rt, polls, report)
+            no_results = [(e, e, None) for e in listed_due.values()]
+            listed_due.clear()
+            await self._record_many(rt, no_results, report)
         except BreakerOpen:
             return
         except (SourceError, TimeoutError) as exc:
@@ -542,24 +544,38 @@ class Supervisor:
         snapshot: Snapshot | None,
         report: CycleReport,
     ) -> None:
+        await self._record_many(rt, [(listed, current, snapshot)], report)
+
+    async def _record_many(
+        self,
+        rt: _Runtime,
+        polls: Sequence[tuple[Experiment, Experiment, Snapshot | None]],
+        report: CycleReport,
+    ) -> None:
+        """Record (listed, current, snapshot) polls in one transaction."""
+        if not polls:
+            return
         assert rt.known is not None
-        with anyio.CancelScope(shield=True):  # a poll is recorded whole, or not at all
-            outcome = await self._store.record_poll(current, snapshot, detect=self._detector)
-            now = self._clock.now()
-            known = rt.known.get(current.experiment_id)
-            if known is None:
-                rt.first_seen.add(current.experiment_id)
-            updated = known.results_updated_at if known else None
-            if outcome.is_new_snapshot and snapshot is not None:
-                updated = snapshot.upstream_updated_at or now
-            rt.known[current.experiment_id] = WatchState(
-                experiment=current, last_checked_at=now, results_updated_at=updated
+        with anyio.CancelScope(shield=True):  # polls are recorded whole, or not at all
+            outcomes = await self._store.record_polls(
+                [(current, snapshot) for _, current, snapshot in polls], detect=self._detector
             )
-            rt.listed_versions[current.experiment_id] = listed.upstream_version
-            report.fetched += 1
-            report.new_snapshots += outcome.is_new_snapshot
-            report.events.extend(outcome.events)
-            await self._recovered(rt, current.experiment_id, report)
+            now = self._clock.now()
+            for (listed, current, snapshot), outcome in zip(polls, outcomes, strict=True):
+                known = rt.known.get(current.experiment_id)
+                if known is None:
+                    rt.first_seen.add(current.experiment_id)
+                updated = known.results_updated_at if known else None
+                if outcome.is_new_snapshot and snapshot is not None:
+                    updated = snapshot.upstream_updated_at or now
+                rt.known[current.experiment_id] = WatchState(
+                    experiment=current, last_checked_at=now, results_updated_at=updated
+                )
+                rt.listed_versions[current.experiment_id] = listed.upstream_version
+                report.fetched += 1
+                report.new_snapshots += outcome.is_new_snapshot
+                report.events.extend(outcome.events)
+                await self._recovered(rt, current.experiment_id, report)
 
     async def _check_staleness(
         self, rt: _Runtime, watched: list[Experiment], report: CycleReport

@@ -136,6 +136,37 @@ async def test_a_failing_detector_leaves_neither_snapshot_nor_events(store: Stor
     assert latest is not None and latest.snapshot.total_users == 200
 
 
+async def test_a_batch_of_polls_is_recorded_as_one_transaction(store: Store) -> None:
+    """record_polls records each poll as record_poll would, and all or nothing: a detector
+    failing on the second poll leaves the first unwritten too."""
+    other = EXPERIMENT.model_copy(update={"experiment_id": "exp_other"})
+    other_snapshot = snapshot(50, 0.5).model_copy(update={"experiment_id": "exp_other"})
+    calls = 0
+
+    def fails_second(**kwargs: object) -> Sequence[Event]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("boom")
+        return [note()]
+
+    with pytest.raises(RuntimeError):
+        await store.record_polls(
+            [(EXPERIMENT, snapshot(100, 0.5)), (other, other_snapshot)], detect=fails_second
+        )
+    assert await store.snapshot_count() == 0 and await store.events_after(0) == []
+    outcomes = await store.record_polls(
+        [(EXPERIMENT, snapshot(100, 0.5)), (other, other_snapshot)], detect=RecordingDetector()
+    )
+    assert [o.is_new_snapshot for o in outcomes] == [True, True]
+    assert [len(o.events) for o in outcomes] == [1, 1]
+    again = await store.record_polls(
+        [(EXPERIMENT, snapshot(100, 0.5)), (other, other_snapshot)], detect=RecordingDetector()
+    )
+    assert [o.is_new_snapshot for o in again] == [False, False]
+    assert await store.snapshot_count() == 2
+
+
 async def test_a_waiting_consumer_wakes_as_soon_as_events_are_committed(store: Store) -> None:
     """In-process tailing needs no polling: the commit itself wakes the waiter."""
     woke = anyio.Event()
