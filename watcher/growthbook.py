@@ -6,7 +6,6 @@ PayloadError for that experiment. httpx errors become SourceUnavailable / Source
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
@@ -19,13 +18,11 @@ from store import (
     Decision,
     DimensionSlice,
     Experiment,
-    ExperimentNotFound,
     MetricResult,
     MetricRole,
     PayloadError,
     Snapshot,
     SourceRejected,
-    SourceUnavailable,
     Variation,
     VariationResult,
     Verdict,
@@ -37,7 +34,7 @@ from .upstream import (
     RetryPolicy,
     error_message,
     get_model,
-    retry_after_seconds,
+    status_error,
     summarize_validation,
 )
 
@@ -376,44 +373,30 @@ class GrowthBookSource:
     def _raise_for_status(
         self, response: httpx.Response, path: str, experiment_id: str | None
     ) -> None:
-        status = response.status_code
-        if status < 400:
+        if response.status_code < 400:
             return
         message = error_message(response)
-        where = f"GrowthBook GET {path} → HTTP {status}: {message}"
-        if status == 400 and NO_RESULTS_MESSAGE.lower() in message.lower():
+        if response.status_code == 400 and NO_RESULTS_MESSAGE.lower() in message.lower():
             raise _NoResultsYet
-        if status == 429 or status >= 500:
-            raise SourceUnavailable(
-                where,
-                source=self.name,
-                experiment_id=experiment_id,
-                status_code=status,
-                retry_after_seconds=retry_after_seconds(response),
-            )
-        if status == 401:
-            where += f" — check the api_key of source {self.name!r}"
-        elif status == 403:
-            where += (
-                f" — the API key of source {self.name!r} lacks a permission this needs; "
-                "use a secret key or personal access token with read access to experiments "
-                "and metrics"
-            )
-        elif experiment_id is not None and (
-            status == 404 or UNKNOWN_EXPERIMENT_MESSAGE.lower() in message.lower()
-        ):
-            raise ExperimentNotFound(
-                f"GrowthBook experiment {experiment_id!r} not found in source {self.name!r} "
-                f"({where}).",
-                source=self.name,
-                experiment_id=experiment_id,
-                status_code=status,
-                suggestions=difflib.get_close_matches(
-                    experiment_id, sorted(self._known_ids), n=3, cutoff=0.5
+        raise status_error(
+            response,
+            message,
+            platform="GrowthBook",
+            source=self.name,
+            path=path,
+            experiment_id=experiment_id,
+            guidance={
+                401: f"check the api_key of source {self.name!r}",
+                403: (
+                    f"the API key of source {self.name!r} lacks a permission this needs; use a "
+                    "secret key or personal access token with read access to experiments and "
+                    "metrics"
                 ),
-            )
-        raise SourceRejected(
-            where, source=self.name, experiment_id=experiment_id, status_code=status
+            },
+            # GrowthBook answers an unknown id with a 400 "Could not find experiment".
+            is_not_found=response.status_code == 404
+            or UNKNOWN_EXPERIMENT_MESSAGE.lower() in message.lower(),
+            known_ids=self._known_ids,
         )
 
     async def _higher_is_better(self, metric_ids: set[str]) -> dict[str, bool]:

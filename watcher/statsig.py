@@ -9,7 +9,6 @@ SourceRejected (do not), with the API key scrubbed from every message.
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import date
 from typing import TypeVar
@@ -18,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from pydantic import BaseModel
 
-from store import Experiment, PayloadError, Snapshot, SourceRejected, SourceUnavailable
+from store import Experiment, PayloadError, Snapshot
 
 from .budget import RateBudget
 from .statsig_payloads import (
@@ -34,7 +33,7 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
-from .upstream import NO_RETRY, RetryPolicy, error_message, get_model, retry_after_seconds
+from .upstream import NO_RETRY, RetryPolicy, error_message, get_model, status_error
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -197,33 +196,27 @@ class StatsigSource:
         if status < 400:
             return
         message = self._redact(error_message(response))
-        where = f"Statsig GET {path} → HTTP {status}: {message}"
         if status == 400 and "not" in message.lower() and "available" in message.lower():
             raise _PulseNotAvailable
-        if status == 429 or status >= 500:
-            raise SourceUnavailable(
-                where,
-                source=self.name,
-                experiment_id=experiment_id,
-                status_code=status,
-                retry_after_seconds=retry_after_seconds(response),
-            )
-        if status == 401:
-            where += (
-                f" — source {self.name!r} needs an active Console API key (console-…); "
-                f"create one at {_KEYS_PAGE} and set it as the source's api_key"
-            )
-        elif status == 403:
-            where += (
-                f" — the Console API key of source {self.name!r} lacks permission to read "
-                f"experiments and Pulse results; use a key with read access to this project"
-            )
-        elif status == 404 and experiment_id is not None:
-            close = difflib.get_close_matches(experiment_id, sorted(self._known_ids), n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            where = f"Statsig experiment {experiment_id!r} not found ({where}).{hint}"
-        raise SourceRejected(
-            where, source=self.name, experiment_id=experiment_id, status_code=status
+        raise status_error(
+            response,
+            message,
+            platform="Statsig",
+            source=self.name,
+            path=path,
+            experiment_id=experiment_id,
+            guidance={
+                401: (
+                    f"source {self.name!r} needs an active Console API key (console-…); "
+                    f"create one at {_KEYS_PAGE} and set it as the source's api_key"
+                ),
+                403: (
+                    f"the Console API key of source {self.name!r} lacks permission to read "
+                    "experiments and Pulse results; use a key with read access to this project"
+                ),
+            },
+            is_not_found=status == 404,
+            known_ids=self._known_ids,
         )
 
     def _experiment(self, payload: ExperimentPayload) -> Experiment:

@@ -3,7 +3,8 @@ validation failures into the words of a user-facing message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -11,7 +12,13 @@ import httpx
 import stamina
 from pydantic import BaseModel, ValidationError
 
-from store import PayloadError, SourceUnavailable
+from store import (
+    ExperimentNotFound,
+    PayloadError,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+)
 
 from .budget import RateBudget
 
@@ -137,6 +144,46 @@ async def _get(
             source=source,
             experiment_id=experiment_id,
         ) from exc
+
+
+def status_error(
+    response: httpx.Response,
+    message: str,
+    *,
+    platform: str,
+    source: str,
+    path: str,
+    experiment_id: str | None,
+    guidance: Mapping[int, str],
+    is_not_found: bool,
+    known_ids: Iterable[str],
+) -> SourceError:
+    """The error for a failed answer, classified the same way for every platform: 429 and
+    5xx are worth retrying (with the server's wait hint); `guidance[status]` (401, 403) tells
+    the user what to change; an unknown experiment (`is_not_found`) names the closest
+    `known_ids`; anything else is rejected. `message` is the platform's own text, already
+    free of secrets."""
+    status = response.status_code
+    where = f"{platform} GET {path} → HTTP {status}: {message}"
+    if status == 429 or status >= 500:
+        return SourceUnavailable(
+            where,
+            source=source,
+            experiment_id=experiment_id,
+            status_code=status,
+            retry_after_seconds=retry_after_seconds(response),
+        )
+    if status in guidance:
+        where += f" — {guidance[status]}"
+    elif is_not_found and experiment_id is not None:
+        return ExperimentNotFound(
+            f"{platform} experiment {experiment_id!r} not found in source {source!r} ({where}).",
+            source=source,
+            experiment_id=experiment_id,
+            status_code=status,
+            suggestions=difflib.get_close_matches(experiment_id, sorted(known_ids), n=3),
+        )
+    return SourceRejected(where, source=source, experiment_id=experiment_id, status_code=status)
 
 
 def error_message(response: httpx.Response) -> str:

@@ -15,6 +15,7 @@ import pytest
 from simulator import StatsigScenario, build_statsig_app, default_statsig_scenario
 from store import (
     Experiment,
+    ExperimentNotFound,
     MetricRole,
     PayloadError,
     SourceRejected,
@@ -577,8 +578,9 @@ async def test_an_unknown_experiment_is_not_found_with_the_closest_ids(
     sg = source(sg_client, status=None)
     await sg.list_experiments()
     ghost = Experiment(source="sg", experiment_id="checkout_redesing", name="?", status="active")
-    with pytest.raises(SourceRejected) as caught:
+    with pytest.raises(ExperimentNotFound) as caught:
         await sg.fetch_results(ghost)
+    assert caught.value.suggestions == ["checkout_redesign"]
     assert caught.value.status_code == 404
     assert caught.value.experiment_id == "checkout_redesing"
     assert "'checkout_redesing' not found" in str(caught.value)
