@@ -314,15 +314,6 @@ class GrowthBookSource:
                     found[result.experimentId] = error
             yield found
 
-    async def fetch_portfolio(
-        self, experiments: Mapping[str, Experiment]
-    ) -> dict[str, Snapshot | PayloadError]:
-        """Every page of `portfolio` in one mapping."""
-        found: dict[str, Snapshot | PayloadError] = {}
-        async for page in self.portfolio(experiments):
-            found.update(page)
-        return found
-
     # -- HTTP -----------------------------------------------------------------------------
 
     async def _pages(self, path: str, model: type[_P]) -> AsyncIterator[_P]:

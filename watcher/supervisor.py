@@ -158,19 +158,6 @@ class SourceStatus:
     last_cycle: str | None
     watched: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "breaker": self.breaker.model_dump(mode="json"),
-            "rate_per_minute": self.rate_per_minute,
-            "requests": self.requests,
-            "waiting": self.waiting,
-            "paused_until": self.paused_until.isoformat() if self.paused_until else None,
-            "last_cycle_at": self.last_cycle_at.isoformat() if self.last_cycle_at else None,
-            "last_cycle": self.last_cycle,
-            "watched": self.watched,
-        }
-
 
 def counts_against_source(exc: Exception) -> bool:
     """Failures that say the source itself is unwell: unreachable, slow, 5xx, 429, or a key

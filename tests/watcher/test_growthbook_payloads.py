@@ -324,7 +324,11 @@ async def test_the_portfolio_endpoint_reads_nulls_and_isolates_a_bad_item() -> N
         )
 
     async with recorded({"/experiments/results": portfolio}) as client:
-        found = await source(client).fetch_portfolio({"exp_significance": experiment()})
+        found = {
+            experiment_id: result
+            async for page in source(client).portfolio({"exp_significance": experiment()})
+            for experiment_id, result in page.items()
+        }
     assert set(found) == {"exp_significance", "exp_broken"}
     good = found["exp_significance"]
     assert not isinstance(good, PayloadError)
