@@ -8,14 +8,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 import yaml
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # ships no stubs
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from referencing import Registry
 from starlette.applications import Starlette
 
 from simulator import (
@@ -26,6 +23,7 @@ from simulator import (
     build_growthbook_app,
     default_scenario,
 )
+from tests.simulator.openapi import assert_response_matches, registry_of, resolve_ref
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 REFRESH_SECONDS = 60.0
@@ -88,15 +86,6 @@ def goal_treatment(results: dict[str, Any], metric_id: str = "met_conversion") -
 # -- validating against GrowthBook's OpenAPI spec -------------------------------------------
 
 
-def _resolve(node: Any, spec: dict[str, Any]) -> Any:
-    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
-        target: Any = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        return target
-    return node
-
-
 def _merge_object_all_of(node: Any, spec: dict[str, Any]) -> Any:
     """Merge `allOf` lists of object schemas into one object (union of properties/required).
 
@@ -108,7 +97,7 @@ def _merge_object_all_of(node: Any, spec: dict[str, Any]) -> Any:
     if not isinstance(node, dict):
         return node
     node = {key: _merge_object_all_of(value, spec) for key, value in node.items()}
-    members = [_merge_object_all_of(_resolve(m, spec), spec) for m in node.get("allOf", [])]
+    members = [_merge_object_all_of(resolve_ref(m, spec), spec) for m in node.get("allOf", [])]
     if members and all(m.get("type") == "object" for m in members):
         merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
         merged.update(type="object", properties={}, required=[], additionalProperties=False)
@@ -128,28 +117,13 @@ def spec_registry() -> Registry[Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     spec = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)  # a safe loader
     normalized = _merge_object_all_of(spec, spec)
-    resource = Resource.from_contents(normalized, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
-    return registry
+    return registry_of(SPEC_URI, normalized)
 
 
-def assert_matches_spec(registry: Registry[Any], path: str, body: Any) -> None:
-    pointer = "/".join(
-        part.replace("~", "~0").replace("/", "~1")
-        for part in [
-            "paths",
-            path,
-            "get",
-            "responses",
-            "200",
-            "content",
-            "application/json",
-            "schema",
-        ]
-    )
-    validator = Draft202012Validator({"$ref": f"{SPEC_URI}#/{quote(pointer)}"}, registry=registry)
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+def assert_matches_spec(
+    registry: Registry[Any], path: str, body: Any, *, status: str = "200"
+) -> None:
+    assert_response_matches(registry, SPEC_URI, path, body, status=status)
 
 
 @pytest.mark.anyio

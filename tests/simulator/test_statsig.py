@@ -10,13 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # ships no stubs
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from referencing import Registry
 from starlette.applications import Starlette
 
 from simulator import (
@@ -28,6 +25,7 @@ from simulator import (
     default_statsig_scenario,
 )
 from tests.helpers import ManualClock
+from tests.simulator.openapi import assert_response_matches, registry_of, resolve_ref
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 REFRESH_SECONDS = 60.0
@@ -108,15 +106,6 @@ def excludes_zero(metric: dict[str, Any]) -> bool:
 # -- validating against Statsig's OpenAPI spec ----------------------------------------------
 
 
-def _resolve(node: Any, spec: dict[str, Any]) -> Any:
-    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
-        target: Any = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        return target
-    return node
-
-
 def _to_json_schema(node: Any, spec: dict[str, Any]) -> Any:
     """OpenAPI 3.0 schema objects as JSON Schema 2020-12.
 
@@ -141,7 +130,7 @@ def _to_json_schema(node: Any, spec: dict[str, Any]) -> Any:
         node["exclusiveMinimum"] = node.pop("minimum", 0)
     elif node.get("exclusiveMinimum") is False:
         del node["exclusiveMinimum"]
-    members = [_to_json_schema(_resolve(m, spec), spec) for m in node.get("allOf", [])]
+    members = [_to_json_schema(resolve_ref(m, spec), spec) for m in node.get("allOf", [])]
     if members and all("properties" in m for m in members):
         merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
         for member in members:
@@ -164,19 +153,13 @@ def spec() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def spec_registry(spec: dict[str, Any]) -> Registry[Any]:
     normalized = _to_json_schema(spec, spec)
-    resource: Resource[Any] = Resource.from_contents(normalized, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
-    return registry
+    return registry_of(SPEC_URI, normalized)
 
 
 def assert_matches_spec(
     registry: Registry[Any], path: str, body: Any, *, status: str = "200"
 ) -> None:
-    parts = ["paths", path, "get", "responses", status, "content", "application/json", "schema"]
-    pointer = "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
-    validator = Draft202012Validator({"$ref": f"{SPEC_URI}#/{quote(pointer)}"}, registry=registry)
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+    assert_response_matches(registry, SPEC_URI, path, body, status=status)
 
 
 @pytest.mark.anyio
