@@ -176,7 +176,8 @@ class _Runtime:
         self.clock = clock
         self.transitions: list[tuple[CircuitState, CircuitState, BreakerState]] = []
         self.breaker = self.make_breaker(None)
-        self.known: dict[str, WatchState] | None = None
+        self.known: dict[str, WatchState] = {}
+        """What the store knows of each experiment, loaded by `Supervisor.start`."""
         self.listed_versions: dict[str, str | None] = {}
         self.stale: set[str] = set()
         self.first_seen: set[str] = set()
@@ -243,11 +244,13 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore breakers and warning states from the store (idempotent)."""
+        """Restore what the store knows of each experiment, the breakers and the warning
+        states (idempotent)."""
         if self._started:
             return
         saved = await self._store.state.sources()
         for rt in self._runtimes:
+            rt.known = await self._store.watch_states(rt.source.name)
             state = saved.get(rt.source.name, {}).get("breaker")
             if state:
                 rt.breaker = rt.make_breaker(BreakerState.model_validate(state))
@@ -348,8 +351,6 @@ class Supervisor:
 
     async def _cycle_unlocked(self, rt: _Runtime, report: CycleReport) -> None:
         source = rt.source
-        if rt.known is None:
-            rt.known = await self._store.watch_states(source.name)
         try:
             async with rt.breaker.call():
                 with anyio.fail_after(self.poll_timeout_seconds):
@@ -386,7 +387,6 @@ class Supervisor:
             and (not rules.tags or rules.tags & set(e.tags) or e.experiment_id in include)
         ]
         seen = {e.experiment_id for e in listed}
-        assert rt.known is not None
         for experiment_id in sorted(include - seen - exclude):
             known = rt.known.get(experiment_id)
             kept.append(
@@ -404,7 +404,6 @@ class Supervisor:
     def _due(self, rt: _Runtime, watched: list[Experiment]) -> list[Experiment]:
         """The experiments whose results are worth a request now, least recently checked
         first."""
-        assert rt.known is not None
         now = self._clock.now()
         due: list[tuple[datetime | None, Experiment]] = []
         for experiment in watched:
@@ -542,7 +541,6 @@ class Supervisor:
         """Record (listed, current, snapshot) polls in one transaction."""
         if not polls:
             return
-        assert rt.known is not None
         with anyio.CancelScope(shield=True):  # polls are recorded whole, or not at all
             outcomes = await self._store.record_polls(
                 [(current, snapshot) for _, current, snapshot in polls], detect=self._detector
@@ -573,7 +571,6 @@ class Supervisor:
         if limit is None:
             rt.first_seen.clear()
             return
-        assert rt.known is not None
         now = self._clock.now()
         events = []
         first_seen, rt.first_seen = rt.first_seen, set()
