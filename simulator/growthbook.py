@@ -42,6 +42,7 @@ from simulator.growthbook_payloads import (
     results_json,
 )
 from simulator.scenario import Scenario, ScriptedExperiment, ScriptedSnapshot
+from simulator.timeline import FixedWindowLimiter
 
 __all__ = ["build_growthbook_app"]
 
@@ -108,28 +109,6 @@ class _ApiError(Exception):
         self.message = message
 
 
-class _RateLimiter:
-    """Fixed windows per key: a window opens at a key's first request and lasts 60 s."""
-
-    def __init__(self, *, limit: int) -> None:
-        self.limit = limit
-        self._windows: dict[str, tuple[datetime, int]] = {}
-
-    def hit(self, key: str, now: datetime) -> tuple[bool, dict[str, str]]:
-        """Count a request: whether it exceeds the limit, and the draft-6 RateLimit headers."""
-        started, count = self._windows.get(key, (now, 0))
-        if now >= started + _RATE_LIMIT_WINDOW:
-            started, count = now, 0
-        count += 1
-        self._windows[key] = (started, count)
-        reset_seconds = math.ceil((started + _RATE_LIMIT_WINDOW - now).total_seconds())
-        return count > self.limit, {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(max(0, self.limit - count)),
-            "RateLimit-Reset": str(max(0, reset_seconds)),
-        }
-
-
 class _GrowthBookApi:
     def __init__(
         self,
@@ -144,7 +123,7 @@ class _GrowthBookApi:
         self._scenario = scenario
         self._api_key = api_key
         self._clock = clock
-        self._limiter = _RateLimiter(limit=rate_limit_per_minute)
+        self._limiter = FixedWindowLimiter(limit=rate_limit_per_minute, window=_RATE_LIMIT_WINDOW)
         self._gate = RequestGate(
             faults=faults,
             request_log=request_log,
@@ -175,7 +154,8 @@ class _GrowthBookApi:
             return _error(error)
         if key != self._api_key:
             return _error(_ApiError(401, "Invalid API key"))
-        is_exceeded, headers = self._limiter.hit(key, now)
+        is_exceeded, count, window_ends = self._limiter.hit(key, now)
+        headers = _rate_limit_headers(self._limiter.limit, count, window_ends - now)
         if is_exceeded:
             headers["Retry-After"] = headers["RateLimit-Reset"]
             return self._too_many_requests(headers)
@@ -336,6 +316,15 @@ class _Page:
             "hasMore": has_more,
             "nextOffset": next_offset if has_more else None,
         }
+
+
+def _rate_limit_headers(limit: int, count: int, until_reset: timedelta) -> dict[str, str]:
+    """express-rate-limit's draft-6 headers, as GrowthBook sends them on every answer."""
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(max(0, limit - count)),
+        "RateLimit-Reset": str(max(0, math.ceil(until_reset.total_seconds()))),
+    }
 
 
 def _api_key_of(request: Request) -> str:

@@ -43,6 +43,7 @@ from simulator.statsig_payloads import (
     pulse_metric_json,
 )
 from simulator.statsig_scenario import StatsigScenario
+from simulator.timeline import FixedWindowLimiter
 
 __all__ = ["API_VERSION", "PulseSpelling", "build_statsig_app"]
 
@@ -109,7 +110,7 @@ def build_statsig_app(
         api_key=api_key,
         clock=clock,
         limiter=(
-            _FixedWindowLimiter(
+            FixedWindowLimiter(
                 limit=rate_limit_per_window,
                 window=timedelta(seconds=rate_limit_window_seconds),
             )
@@ -144,23 +145,6 @@ class _ApiError(Exception):
         self.message = message
 
 
-class _FixedWindowLimiter:
-    """Fixed windows per key: a window opens at a key's first request."""
-
-    def __init__(self, *, limit: int, window: timedelta) -> None:
-        self.limit = limit
-        self.window = window
-        self._windows: dict[str, tuple[datetime, int]] = {}
-
-    def is_exceeded(self, key: str, now: datetime) -> bool:
-        """Count a request; whether it goes beyond the limit of its window."""
-        started, count = self._windows.get(key, (now, 0))
-        if now >= started + self.window:
-            started, count = now, 0
-        self._windows[key] = (started, count + 1)
-        return count + 1 > self.limit
-
-
 class _StatsigApi:
     def __init__(
         self,
@@ -168,7 +152,7 @@ class _StatsigApi:
         *,
         api_key: str,
         clock: Clock,
-        limiter: _FixedWindowLimiter | None,
+        limiter: FixedWindowLimiter | None,
         pulse_spelling: PulseSpelling,
         pulse_interval_bounds: bool,
         faults: Faults | None,
@@ -209,7 +193,7 @@ class _StatsigApi:
         key = request.headers.get("STATSIG-API-KEY")
         if key != self._api_key:
             return _error(_ApiError(401, f"{_INVALID_KEY} Key: {key or 'undefined'}"))
-        if self._limiter is not None and self._limiter.is_exceeded(key, now):
+        if self._limiter is not None and self._limiter.hit(key, now)[0]:
             return _error(_ApiError(429, _TOO_MANY_REQUESTS))
         try:
             version = request.headers.get("STATSIG-API-VERSION")

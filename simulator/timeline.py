@@ -47,3 +47,22 @@ def check_unique_ids(ids: Sequence[str]) -> None:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"experiment ids must be unique, repeated: {', '.join(duplicates)}")
+
+
+class FixedWindowLimiter:
+    """Requests per key in fixed windows: a key's window opens at its first request and
+    lasts `window`; `hit` counts a request and says whether it went beyond `limit`."""
+
+    def __init__(self, *, limit: int, window: timedelta) -> None:
+        self.limit = limit
+        self.window = window
+        self._windows: dict[str, tuple[datetime, int]] = {}
+
+    def hit(self, key: str, now: datetime) -> tuple[bool, int, datetime]:
+        """Count a request: (beyond the limit?, requests in this window, when it ends)."""
+        started, count = self._windows.get(key, (now, 0))
+        if now >= started + self.window:
+            started, count = now, 0
+        count += 1
+        self._windows[key] = (started, count)
+        return count > self.limit, count, started + self.window
