@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 import anyio
 from starlette.requests import Request
@@ -83,6 +83,9 @@ __all__ = [
 
 Json = dict[str, Any]
 Sleep = Callable[[float], Awaitable[None]]
+
+H = TypeVar("H")
+"""An app's own handler type, passed through the gate untouched."""
 
 
 class ConnectionDroppedError(Exception):
@@ -381,6 +384,22 @@ class RequestGate:
         self._request_log = request_log
         self._error = error
         self._too_many_requests = too_many_requests
+
+    def endpoint(
+        self,
+        handler: H,
+        *,
+        clock: Callable[[], datetime],
+        answer: Callable[[Request, H, datetime], Response],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A Starlette endpoint: read `clock` once per request, then `serve` it with
+        `answer(request, handler, now)` as the platform's own answer."""
+
+        async def endpoint(request: Request) -> Response:
+            now = clock()
+            return await self.serve(request, now=now, answer=lambda: answer(request, handler, now))
+
+        return endpoint
 
     async def serve(
         self, request: Request, *, now: datetime, answer: Callable[[], Response]

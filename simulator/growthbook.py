@@ -16,7 +16,8 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
   leaving out those without results while paginating over the experiments.
 
 Every request reads the clock once; the refresh index it maps to fixes all content. Requests
-pass through one gate (`_GrowthBookApi.serve`), the place for fault injection to hook in.
+pass through one gate (`simulator.faults.RequestGate`), where faults are injected and
+requests logged.
 """
 
 from __future__ import annotations
@@ -132,19 +133,8 @@ class _GrowthBookApi:
         )
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """A Starlette endpoint running `handler` behind the gate."""
-
-        async def endpoint(request: Request) -> Response:
-            return await self.serve(request, handler)
-
-        return endpoint
-
-    async def serve(self, request: Request, handler: Handler) -> Response:
-        """Read the clock once; log the request, inject faults, else answer with `handler`."""
-        now = self._clock()
-        return await self._gate.serve(
-            request, now=now, answer=lambda: self._answer(request, handler, now)
-        )
+        """A Starlette endpoint running `handler` behind the gate (faults, request log)."""
+        return self._gate.endpoint(handler, clock=self._clock, answer=self._answer)
 
     def _answer(self, request: Request, handler: Handler, now: datetime) -> Response:
         """Authenticate, rate-limit, then answer with `handler` at the refresh of `now`."""

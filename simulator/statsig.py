@@ -174,19 +174,8 @@ class _StatsigApi:
         )
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """A Starlette endpoint running `handler` behind the gate."""
-
-        async def endpoint(request: Request) -> Response:
-            return await self.serve(request, handler)
-
-        return endpoint
-
-    async def serve(self, request: Request, handler: Handler) -> Response:
-        """Read the clock once; log the request, inject faults, else answer with `handler`."""
-        now = self._clock()
-        return await self._gate.serve(
-            request, now=now, answer=lambda: self._answer(request, handler, now)
-        )
+        """A Starlette endpoint running `handler` behind the gate (faults, request log)."""
+        return self._gate.endpoint(handler, clock=self._clock, answer=self._answer)
 
     def _answer(self, request: Request, handler: Handler, now: datetime) -> Response:
         """Authenticate, rate-limit, then answer with `handler` at the refresh of `now`."""
