@@ -13,6 +13,8 @@ from .errors import (
     StoreError,
     UnknownExperiment,
 )
+from .feed import ChangeCursor, Changes
+from .overview import ExperimentSummary, LatestVerdict
 from .records import (
     Decision,
     Detection,
@@ -40,6 +42,8 @@ from .state import Delivery, RuntimeState, WatchEntry
 from .store import Detector, Store, utc_now
 
 __all__ = [
+    "ChangeCursor",
+    "Changes",
     "ConfigError",
     "Database",
     "Decision",
@@ -52,9 +56,11 @@ __all__ = [
     "EventKind",
     "Experiment",
     "ExperimentNotFound",
+    "ExperimentSummary",
     "ExpwatchError",
     "HealthCheck",
     "HealthStatus",
+    "LatestVerdict",
     "MetricPoint",
     "MetricResult",
     "MetricRole",

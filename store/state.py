@@ -46,9 +46,17 @@ class Delivery:
 class RuntimeState:
     """Small keyed records, each written in its own short transaction."""
 
-    def __init__(self, database: Database, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: Callable[[], datetime],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self._database = database
         self._clock = clock
+        self._on_change = on_change
+        """Called after a source's state is saved (it is part of the change feed)."""
 
     async def save_source(self, name: str, state: dict[str, Any]) -> None:
         """Replace the saved state of source `name` (e.g. its circuit breaker)."""
@@ -60,6 +68,7 @@ class RuntimeState:
             )
             if changed.rowcount == 0:
                 await conn.execute(insert(t).values(name=name, state=state, updated_at=now))
+        self._on_change()
 
     async def sources(self) -> dict[str, dict[str, Any]]:
         """The saved state of every source, by name."""

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import rows, schema
 from .database import Database
 from .errors import UnknownExperiment
+from .feed import ChangeCursor, Changes, changes_after, feed_end
+from .overview import ExperimentSummary, experiment_summaries
 from .records import (
     Detection,
     Event,
@@ -62,9 +64,10 @@ class Store:
     def __init__(self, database: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.database = database
         self._clock = clock
-        self.state = RuntimeState(database, clock=clock)
+        self.state = RuntimeState(database, clock=clock, on_change=self._signal)
         """Breaker state, the watch list and alert deliveries."""
-        self._events_committed = anyio.Event()
+        self._committed = anyio.Event()
+        """Set (and replaced) whenever this Store commits something the change feed shows."""
 
     @classmethod
     async def open(cls, url: str, *, clock: Callable[[], datetime] = utc_now) -> Store:
@@ -108,7 +111,8 @@ class Store:
         async with self.database.write() as conn:
             for experiment, snapshot in polls:
                 outcomes.append(await self._record_in(conn, experiment, snapshot, detect, now))
-        self._signal([e for outcome in outcomes for e in outcome.events])
+        if any(o.events or o.is_new_snapshot for o in outcomes):
+            self._signal()
         return outcomes
 
     async def _record_in(
@@ -177,7 +181,8 @@ class Store:
         """Append events that belong to no snapshot (source errors, recoveries)."""
         async with self.database.write() as conn:
             stored = await rows.insert_events(conn, events, self._clock())
-        self._signal(stored)
+        if stored:
+            self._signal()
         return stored
 
     async def save_cursor(self, consumer: str, position: int) -> None:
@@ -223,6 +228,14 @@ class Store:
                 )
             )
             return [Experiment.model_validate(r.record) for r in result]
+
+    async def experiment_summaries(
+        self, experiment_ids: list[str] | None = None
+    ) -> list[ExperimentSummary]:
+        """Every experiment (or those of `experiment_ids`) with its latest verdicts, ordered by
+        source and id: what an index shows."""
+        async with self.database.read() as conn:
+            return await experiment_summaries(conn, experiment_ids)
 
     async def experiment(self, experiment_id: str) -> Experiment:
         """The experiment with this id; UnknownExperiment lists the closest known ids."""
@@ -413,18 +426,40 @@ class Store:
         processes are seen by re-reading every `poll_interval_seconds`.
         """
         while True:
-            committed = self._events_committed
+            committed = self._committed
             if await self.last_event_id() > after:
                 return
             with anyio.move_on_after(poll_interval_seconds):
                 await committed.wait()
 
+    async def change_cursor(self) -> ChangeCursor:
+        """The end of the change feed: start here to see only what is committed from now on."""
+        async with self.database.read() as conn:
+            return await feed_end(conn)
+
+    async def changes_after(self, cursor: ChangeCursor, *, limit: int = 1000) -> Changes:
+        """What was committed after `cursor` (see `store.feed`); pass `.cursor` back next time."""
+        async with self.database.read() as conn:
+            return await changes_after(conn, cursor, limit=limit)
+
+    async def wait_for_changes(
+        self, cursor: ChangeCursor, *, poll_interval_seconds: float = 1.0
+    ) -> Changes:
+        """The changes after `cursor`, once there are any. Commits through this Store wake the
+        waiter at once; other processes' commits are seen every `poll_interval_seconds`."""
+        while True:
+            committed = self._committed
+            changes = await self.changes_after(cursor)
+            if not changes.is_empty:
+                return changes
+            with anyio.move_on_after(poll_interval_seconds):
+                await committed.wait()
+
     # -- helpers --------------------------------------------------------------------------
 
-    def _signal(self, stored: Sequence[Event]) -> None:
-        if stored:
-            self._events_committed.set()
-            self._events_committed = anyio.Event()
+    def _signal(self) -> None:
+        self._committed.set()
+        self._committed = anyio.Event()
 
     async def _unknown(self, experiment_id: str) -> UnknownExperiment:
         async with self.database.read() as conn:
