@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
+from pydantic import BaseModel, ConfigDict
 
 from store import (
     Event,
@@ -144,19 +145,28 @@ class CycleReport:
         return text
 
 
-@dataclass(frozen=True)
-class SourceStatus:
-    """One source as `expwatch status` and the MCP status resource show it."""
+class SourceStatus(BaseModel):
+    """One source as `expwatch status` and the MCP status resource show it. The supervisor
+    saves it in the store after every cycle, so another process can show it too."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     breaker: BreakerState
     rate_per_minute: float | None
+    """The source's request budget (None: unlimited)."""
     requests: int
+    """Requests granted since the watcher started."""
     waiting: int
+    """Requests waiting for a token right now."""
     paused_until: datetime | None
+    """Until when a 429's Retry-After pauses every request to the source."""
     last_cycle_at: datetime | None
     last_cycle: str | None
+    listed: int
     watched: int
+    stale: int
+    """Watched experiments whose results stopped updating."""
 
 
 def counts_against_source(exc: Exception) -> bool:
@@ -315,23 +325,30 @@ class Supervisor:
 
     def status(self) -> list[SourceStatus]:
         """Each source's breaker, budget and last cycle."""
-        statuses = []
-        for rt in self._runtimes:
-            budget = rt.source.budget
-            statuses.append(
-                SourceStatus(
-                    name=rt.source.name,
-                    breaker=rt.breaker.snapshot(),
-                    rate_per_minute=budget.rate_per_minute if budget else None,
-                    requests=budget.granted if budget else 0,
-                    waiting=budget.waiting if budget else 0,
-                    paused_until=budget.paused_until if budget else None,
-                    last_cycle_at=rt.last_cycle_at,
-                    last_cycle=rt.last_cycle,
-                    watched=rt.watched,
-                )
+        return [_status(rt) for rt in self._runtimes]
+
+    async def refresh_experiment(self, source: str, experiment_id: str) -> CycleReport:
+        """Poll one experiment now, whatever its schedule (the MCP `refresh_experiment`
+        tool): through the source's breaker and budget, recorded and detected as in a cycle.
+        Raises KeyError for a source that is not configured."""
+        await self.start()
+        rt = next((r for r in self._runtimes if r.source.name == source), None)
+        if rt is None:
+            raise KeyError(source)
+        known = rt.known.get(experiment_id)
+        experiment = (
+            known.experiment
+            if known
+            else Experiment(
+                source=source, experiment_id=experiment_id, name=experiment_id, status=""
             )
-        return statuses
+        )
+        report = CycleReport()
+        before = rt.breaker.snapshot()
+        await self._poll_experiment(rt, experiment, anyio.CapacityLimiter(1), report)
+        if rt.breaker.snapshot().state is CircuitState.OPEN and before.state is CircuitState.OPEN:
+            report.skipped_sources.append(source)
+        return report
 
     # -- one cycle of one source ------------------------------------------------------------
 
@@ -348,6 +365,8 @@ class Supervisor:
                 rt.last_cycle_at = self._clock.now()
                 rt.last_cycle = mine.summary()
                 _merge(report, mine)
+                with anyio.CancelScope(shield=True):
+                    await self._save_state(rt)
 
     async def _cycle_unlocked(self, rt: _Runtime, report: CycleReport) -> None:
         source = rt.source
@@ -644,11 +663,20 @@ class Supervisor:
                     )
                 )
         with anyio.CancelScope(shield=True):
-            await self._store.state.save_source(
-                rt.source.name, {"breaker": rt.breaker.snapshot().model_dump(mode="json")}
-            )
+            await self._save_state(rt)
             if events:
                 report.events.extend(await self._store.record_events(events))
+
+    async def _save_state(self, rt: _Runtime) -> None:
+        """Persist the source's breaker (restored on start) and status (shown by others)."""
+        status = _status(rt)
+        await self._store.state.save_source(
+            rt.source.name,
+            {
+                "breaker": status.breaker.model_dump(mode="json"),
+                "status": status.model_dump(mode="json", exclude={"breaker"}),
+            },
+        )
 
     async def _failed(
         self, rt: _Runtime, experiment_id: str | None, exc: Exception, report: CycleReport
@@ -708,6 +736,23 @@ class Supervisor:
                     ]
                 )
             )
+
+
+def _status(rt: _Runtime) -> SourceStatus:
+    budget = rt.source.budget
+    return SourceStatus(
+        name=rt.source.name,
+        breaker=rt.breaker.snapshot(),
+        rate_per_minute=budget.rate_per_minute if budget else None,
+        requests=budget.granted if budget else 0,
+        waiting=budget.waiting if budget else 0,
+        paused_until=budget.paused_until if budget else None,
+        last_cycle_at=rt.last_cycle_at,
+        last_cycle=rt.last_cycle,
+        listed=rt.listed,
+        watched=rt.watched,
+        stale=len(rt.stale),
+    )
 
 
 def _portfolio_pages(experiments: int) -> int:
