@@ -21,7 +21,14 @@ from alerts import (
     Notifier,
     is_valid_apprise_url,
 )
-from mcp_server import ResourceNotifier, ResourceSubscriptions, ResponseCache, build_server
+from mcp_server import (
+    RefreshOutcome,
+    ResourceNotifier,
+    ResourceSubscriptions,
+    ResponseCache,
+    ServerOptions,
+    build_server,
+)
 from store import ConfigError, Store
 from watcher import (
     Clock,
@@ -114,6 +121,32 @@ class App:
             await self.clock.sleep(self.settings.store.prune_interval_seconds)
 
 
+@dataclass(frozen=True)
+class SupervisorControl:
+    """The MCP server's `WatcherControl`, served by the supervisor of this process."""
+
+    supervisor: Supervisor
+
+    async def refresh(self, source: str, experiment_id: str) -> RefreshOutcome:
+        try:
+            report = await self.supervisor.refresh_experiment(source, experiment_id)
+        except KeyError:
+            return RefreshOutcome(
+                fetched=False, new_snapshot=False, error=f"source {source!r} is not configured"
+            )
+        return RefreshOutcome(
+            fetched=report.fetched > 0,
+            new_snapshot=report.new_snapshots > 0,
+            events=tuple(report.events),
+            error="; ".join(report.errors)
+            or (
+                f"source {source!r} is paused (circuit breaker open)"
+                if not report.fetched
+                else None
+            ),
+        )
+
+
 def build_sources(settings: Settings, client: httpx.AsyncClient, clock: Clock) -> list[Source]:
     """One platform client per configured source, each with its own request budget."""
     sources: list[Source] = []
@@ -197,31 +230,44 @@ async def open_app(
     try:
         async with httpx.AsyncClient(transport=transport) as client:
             cache = ResponseCache(ttl_seconds=settings.mcp.cache_ttl_seconds)
-            mcp = build_server(store, cache=cache)
+            supervisor = Supervisor(
+                store,
+                build_sources(settings, client, clock),
+                clock=clock,
+                poll_interval_seconds=settings.watcher.poll_interval_seconds,
+                poll_timeout_seconds=settings.watcher.poll_timeout_seconds,
+                refresh_unchanged_seconds=settings.watcher.refresh_unchanged_seconds,
+                finished_poll_interval_seconds=settings.watcher.finished_poll_interval_seconds,
+                jitter=settings.watcher.jitter,
+                source_policies=source_policies(settings),
+                policy=StatsPolicy(
+                    alpha=settings.watcher.alpha,
+                    tuning=settings.watcher.sequential_tuning,
+                    srm_alpha=settings.watcher.srm_threshold,
+                    minimum_units=settings.watcher.minimum_units,
+                    minimum_conversions=settings.watcher.minimum_conversions,
+                ),
+            )
+            mcp = build_server(
+                store,
+                cache=cache,
+                options=ServerOptions(
+                    read_only=settings.mcp.read_only,
+                    sources=tuple(settings.sources),
+                    client_rate_limit_per_minute=settings.mcp.client_rate_limit_per_minute,
+                    client_rate_limit_burst=settings.mcp.client_rate_limit_burst,
+                    audit_log=settings.mcp.audit_log,
+                ),
+                control=SupervisorControl(supervisor),
+                now=clock.now,
+            )
             subscriptions = ResourceSubscriptions()
             subscriptions.install(mcp)
             yield App(
                 settings=settings,
                 clock=clock,
                 store=store,
-                supervisor=Supervisor(
-                    store,
-                    build_sources(settings, client, clock),
-                    clock=clock,
-                    poll_interval_seconds=settings.watcher.poll_interval_seconds,
-                    poll_timeout_seconds=settings.watcher.poll_timeout_seconds,
-                    refresh_unchanged_seconds=settings.watcher.refresh_unchanged_seconds,
-                    finished_poll_interval_seconds=settings.watcher.finished_poll_interval_seconds,
-                    jitter=settings.watcher.jitter,
-                    source_policies=source_policies(settings),
-                    policy=StatsPolicy(
-                        alpha=settings.watcher.alpha,
-                        tuning=settings.watcher.sequential_tuning,
-                        srm_alpha=settings.watcher.srm_threshold,
-                        minimum_units=settings.watcher.minimum_units,
-                        minimum_conversions=settings.watcher.minimum_conversions,
-                    ),
-                ),
+                supervisor=supervisor,
                 dispatcher=AlertDispatcher(
                     store,
                     targets,

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a runtime failure (store, source), 2 bad configuration 
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from .cli_common import (
     settle_heap,
     setup_logging,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,10 +96,15 @@ def mcp(
                 endpoint = (host or settings.mcp.host, port or settings.mcp.port)
                 await run_until_stopped(lambda: _forever(app.run(watch=watch, mcp_http=endpoint)))
                 return
-            async with anyio.create_task_group() as tg:
-                await tg.start(lambda task_status: app.run(watch=watch, task_status=task_status))
-                await app.mcp.run_stdio_async(show_banner=False)
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(
+                        lambda task_status: app.run(watch=watch, task_status=task_status)
+                    )
+                    await app.mcp.run_stdio_async(show_banner=False)
+                    tg.cancel_scope.cancel()
+            except* BrokenPipeError:
+                logger.info("the MCP client closed the connection; stopping")
 
     run_async(main_)
 

@@ -133,7 +133,11 @@ class McpSettings(_Section):
     cache_ttl_seconds: float = Field(default=300.0, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
-    event_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    event_poll_interval_seconds: float = Field(default=0.25, gt=0)
+    read_only: bool = False
+    client_rate_limit_per_minute: float = Field(default=600.0, ge=0)
+    client_rate_limit_burst: int = Field(default=60, ge=1)
+    audit_log: bool = True
 
 
 class Settings(BaseSettings):

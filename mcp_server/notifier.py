@@ -1,4 +1,4 @@
-"""Turn committed events into cache invalidations and resource-update notifications."""
+"""Turn what the store commits into cache invalidations and resource-update notifications."""
 
 from __future__ import annotations
 
@@ -8,18 +8,36 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from store import Store
+from store import Changes, Store
 
 from .cache import ResponseCache
-from .server import results_uri
+from .server import INDEX_URI, STATUS_URI, experiment_uris
 
 logger = logging.getLogger(__name__)
 
 
+def changed_uris(changes: Changes) -> list[str]:
+    """The resources whose content `changes` may have changed."""
+    uris: list[str] = []
+    for experiment_id, metric_ids in changes.metrics.items():
+        uris.extend(experiment_uris(experiment_id, metric_ids))
+    if changes.metrics:
+        uris.append(INDEX_URI)
+    if changes.sources_changed or any(e.experiment_id is None for e in changes.events):
+        uris.append(STATUS_URI)
+    return uris
+
+
 class ResourceNotifier:
-    """Tails the event log; for each event, drops the experiment's cached views, then
-    tells subscribers of its resources to re-read. Keeps no cursor: notifications are
-    level triggers, so starting at the end of the log loses nothing a client needs."""
+    """Tails the store's change feed (events, new snapshots, source states). For each batch
+    it first drops the cached views of the experiments concerned, then tells subscribers of
+    the changed resources to re-read.
+
+    Keeps no durable cursor: notifications are level triggers ("changed, re-read"), so
+    starting at the end of the feed loses nothing a client needs. Commits made through the
+    same `Store` wake it at once; another process's commits are seen within
+    `poll_interval_seconds`.
+    """
 
     def __init__(
         self,
@@ -35,18 +53,16 @@ class ResourceNotifier:
         self.poll_interval_seconds = poll_interval_seconds
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        position = await self._store.last_event_id()
+        cursor = await self._store.change_cursor()
         task_status.started()
         while True:
-            await self._store.wait_for_events(
-                position, poll_interval_seconds=self.poll_interval_seconds
+            changes = await self._store.wait_for_changes(
+                cursor, poll_interval_seconds=self.poll_interval_seconds
             )
-            changed: dict[str, None] = {}
-            for event in await self._store.events_after(position, limit=1000):
-                assert event.id is not None
-                position = event.id
-                if event.experiment_id is not None:
-                    changed[event.experiment_id] = None
-            for experiment_id in changed:
+            cursor = changes.cursor
+            for experiment_id in changes.metrics:
                 self._cache.invalidate(experiment_id)
-                await self._publish(results_uri(experiment_id))
+            if changes.sources_changed:
+                self._cache.invalidate_all()
+            for uri in changed_uris(changes):
+                await self._publish(uri)

@@ -195,8 +195,16 @@ async def test_the_stdio_mcp_server_answers_from_the_store_and_explains_unknown_
     with anyio.fail_after(30):
         async with Client(server) as client:
             templates = await client.list_resource_templates()
-            assert [t.uri_template for t in templates.resource_templates] == [
-                "experiments://{experiment_id}/results"
+            assert sorted(t.uri_template for t in templates.resource_templates) == [
+                "experiments://{experiment_id}/health",
+                "experiments://{experiment_id}/history",
+                "experiments://{experiment_id}/metrics/{metric}",
+                "experiments://{experiment_id}/results",
+            ]
+            resources = await client.list_resources()
+            assert sorted(r.uri for r in resources.resources) == [
+                "experiments://index",
+                "watcher://status",
             ]
             read = await client.read_resource("experiments://exp_checkout_redesign/results")
             content = read.contents[0]
