@@ -84,8 +84,16 @@ class Reader:
     # -- experiments --------------------------------------------------------------------------
 
     async def experiment(self, experiment_id: str) -> Experiment:
+        return (await self._current(experiment_id, with_snapshot=False))[0]
+
+    async def _current(
+        self, experiment_id: str, *, with_snapshot: bool = True
+    ) -> tuple[Experiment, StoredSnapshot | None]:
+        """The experiment (and its newest snapshot); NotFound says which ids exist."""
         try:
-            return await self._store.experiment(experiment_id)
+            if with_snapshot:
+                return await self._store.current(experiment_id)
+            return await self._store.experiment(experiment_id), None
         except UnknownExperiment as exc:
             if exc.suggestions:
                 raise NotFound(str(exc)) from None
@@ -103,8 +111,7 @@ class Reader:
 
     async def latest(self, experiment_id: str) -> tuple[Experiment, StoredSnapshot]:
         """The experiment and its latest snapshot; NotAvailable says why there is none."""
-        experiment = await self.experiment(experiment_id)
-        stored = await self._store.latest_snapshot(experiment_id)
+        experiment, stored = await self._current(experiment_id)
         if stored is None:
             raise NotAvailable(await self.why_no_results(experiment))
         return experiment, stored
@@ -249,8 +256,7 @@ class Reader:
     async def results(
         self, experiment_id: str, *, include_metrics: bool = True, include_health: bool = True
     ) -> dict[str, Any]:
-        experiment = await self.experiment(experiment_id)
-        stored = await self._store.latest_snapshot(experiment_id)
+        experiment, stored = await self._current(experiment_id)
         view = views.results_view(
             experiment, stored, include_metrics=include_metrics, include_health=include_health
         )
@@ -260,8 +266,7 @@ class Reader:
 
     async def health(self, experiment_id: str) -> dict[str, Any]:
         """SRM (the platform's and ours), health checks, staleness and polling state."""
-        experiment = await self.experiment(experiment_id)
-        stored = await self._store.latest_snapshot(experiment_id)
+        experiment, stored = await self._current(experiment_id)
         [summary] = await self._store.experiment_summaries([experiment_id])
         warnings = (await self.warnings([experiment_id])).get(experiment_id, [])
         breaker = (await self._store.state.sources()).get(experiment.source, {}).get("breaker")

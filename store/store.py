@@ -247,14 +247,20 @@ class Store:
 
     async def latest_snapshot(self, experiment_id: str) -> StoredSnapshot | None:
         """The newest snapshot of the experiment, or None before its first results."""
+        return (await self.current(experiment_id))[1]
+
+    async def current(self, experiment_id: str) -> tuple[Experiment, StoredSnapshot | None]:
+        """The experiment and its newest snapshot (None before its first results), read
+        together."""
         async with self.database.read() as conn:
             row = await rows.experiment_row(conn, None, experiment_id)
             if row is None:
                 raise await self._unknown(experiment_id)
+            experiment = Experiment.model_validate(row["record"])
             stored = await rows.snapshot_record(conn, row["latest_snapshot_id"])
             if stored is None:
-                return None
-            return stored.model_copy(update={"last_checked_at": row["last_checked_at"]})
+                return experiment, None
+            return experiment, stored.model_copy(update={"last_checked_at": row["last_checked_at"]})
 
     async def snapshot_count(self, experiment_id: str | None = None) -> int:
         query = select(func.count()).select_from(schema.snapshots)
