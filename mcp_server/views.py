@@ -133,13 +133,9 @@ def summary_view(summary: ExperimentSummary, *, warnings: Sequence[str] = ()) ->
         for v in summary.verdicts
         if (v.ours and v.ours.is_significant) or v.platform.is_significant
     ]
+    identity = experiment_view(experiment)
     return {
-        "id": experiment.experiment_id,
-        "source": experiment.source,
-        "name": experiment.name,
-        "status": experiment.status,
-        "detailed_status": experiment.detailed_status,
-        "url": experiment.url,
+        **{k: identity[k] for k in ("id", "source", "name", "status", "detailed_status", "url")},
         "snapshots": summary.snapshots,
         "last_checked_at": iso(summary.last_checked_at),
         "results_updated_at": iso(summary.results_updated_at),

@@ -14,70 +14,27 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import fastmcp
-import httpx
 import mcp
 import pytest
 from fastmcp.client.transports import StdioTransport
 from mcp import StdioServerParameters, types
 from mcp.client.subscriptions import ResourceUpdated, listen
-from pydantic import SecretStr
 
-from expwatch import open_app
-from expwatch.app import App
-from expwatch.config import GrowthBookSourceSettings, Settings, StoreSettings
-from simulator import Scenario, build_growthbook_app, default_scenario
 from store import EventKind
-from tests.helpers import ManualClock
 from tests.mcp_server.clients import WAIT_SECONDS, UpdateInbox, legacy_subscribe, legacy_unsubscribe
-from tests.watcher.conftest import REFRESH_SECONDS, at_refresh
+from tests.mcp_server.conftest import SHARED_KEY, Watcher
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "secret_stdio_key_2718"
 EXPERIMENT = "exp_checkout_redesign"
 RESULTS = f"experiments://{EXPERIMENT}/results"
 HEALTH = f"experiments://{EXPERIMENT}/health"
-
-
-@dataclass
-class Watcher:
-    """The daemon's side, in this process: it polls the simulator into the shared file."""
-
-    app: App
-    clock: ManualClock
-    scenario: Scenario
-    config: Path
-
-    async def poll(self, refresh: int) -> list[EventKind]:
-        at_refresh(self.clock, self.scenario, refresh)
-        report = await self.app.supervisor.poll_once()
-        return [e.kind for e in report.events]
-
-
-@pytest.fixture
-async def watcher(tmp_path: Path) -> AsyncIterator[Watcher]:
-    clock = ManualClock()
-    scenario = default_scenario(start=clock.now(), refresh_seconds=REFRESH_SECONDS)
-    simulator = build_growthbook_app(scenario, api_key=KEY, clock=clock.now)
-    settings = Settings(
-        store=StoreSettings(path=tmp_path / "shared.db"),
-        sources={"gb": GrowthBookSourceSettings(base_url="http://gb.test", api_key=SecretStr(KEY))},
-    )
-    # The stdio server has no sources and no key: it serves and tails the shared database.
-    config = tmp_path / "mcp.toml"
-    config.write_text('[store]\npath = "shared.db"\n[mcp]\nevent_poll_interval_seconds = 0.05\n')
-    async with open_app(settings, clock=clock, transport=httpx.ASGITransport(app=simulator)) as app:
-        watcher = Watcher(app, clock, scenario, config)
-        for refresh in (1, 3, 4, 5):
-            await watcher.poll(refresh)
-        yield watcher
 
 
 def server_command(config: Path) -> tuple[str, list[str], dict[str, str]]:
@@ -109,7 +66,7 @@ async def read_json(client: Any, uri: str) -> dict[str, Any]:
     contents = result if isinstance(result, list) else result.contents
     [content] = contents
     assert isinstance(content, types.TextResourceContents)
-    assert KEY not in content.text
+    assert SHARED_KEY not in content.text
     loaded: dict[str, Any] = json.loads(content.text)
     return loaded
 

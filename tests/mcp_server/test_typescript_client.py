@@ -23,23 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from anyio.abc import ByteReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
-from pydantic import SecretStr
 
-from expwatch import open_app
-from expwatch.config import GrowthBookSourceSettings, Settings, StoreSettings
-from simulator import build_growthbook_app, default_scenario
 from store import EventKind
-from tests.helpers import ManualClock
-from tests.watcher.conftest import REFRESH_SECONDS, at_refresh
+from tests.mcp_server.conftest import SHARED_KEY, Watcher
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = Path(__file__).resolve().parent / "ts_client"
 SDK_PACKAGE = "@modelcontextprotocol/sdk"
-KEY = "secret_ts_client_key_5150"
 EXPERIMENT = "exp_checkout_redesign"
 URI = f"experiments://{EXPERIMENT}/results"
 CLIENT_TIMEOUT_SECONDS = 20
@@ -117,50 +110,30 @@ class ClientOutput:
 @pytest.mark.anyio
 @pytest.mark.timeout(INSTALL_TIMEOUT_SECONDS + 60)
 async def test_a_typescript_sdk_client_lists_calls_subscribes_and_rereads_an_update(
-    node: str, tmp_path: Path
+    node: str, watcher: Watcher, tmp_path: Path
 ) -> None:
     """A client on the official TypeScript SDK finds the tools and the results template,
     reads an experiment, subscribes, is told when a watcher in another process records an SRM,
     and re-reads the new results; the API key shows in nothing the client or server prints."""
-    clock = ManualClock()
-    scenario = default_scenario(start=clock.now(), refresh_seconds=REFRESH_SECONDS)
-    simulator = build_growthbook_app(scenario, api_key=KEY, clock=clock.now)
-    settings = Settings(
-        store=StoreSettings(path=tmp_path / "shared.db"),
-        sources={"gb": GrowthBookSourceSettings(base_url="http://gb.test", api_key=SecretStr(KEY))},
-    )
-    # The server only serves and tails the shared database: no sources, no key.
-    config = tmp_path / "mcp.toml"
-    config.write_text('[store]\npath = "shared.db"\n[mcp]\nevent_poll_interval_seconds = 0.05\n')
-    server = [sys.executable, "-m", "expwatch", "mcp", "--config", str(config)]
+    server = [sys.executable, "-m", "expwatch", "mcp", "--config", str(watcher.config)]
     command = [node, str(CLIENT_DIR / "client.mjs"), "--experiment", EXPERIMENT]
     command += ["--timeout-seconds", str(CLIENT_TIMEOUT_SECONDS), "--", *server]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPWATCH_")}
     stderr_path = tmp_path / "client.stderr"
 
-    transport = httpx.ASGITransport(app=simulator)
-    async with open_app(settings, clock=clock, transport=transport) as app:
-        # Up to refresh 5 the platform has called the test but our SRM test has not fired.
-        for refresh in (1, 3, 4, 5):
-            at_refresh(clock, scenario, refresh)
-            await app.supervisor.poll_once()
-        with stderr_path.open("wb") as stderr, anyio.fail_after(7 * CLIENT_TIMEOUT_SECONDS):
-            async with await anyio.open_process(
-                command, cwd=ROOT, env=env, stderr=stderr
-            ) as process:
-                assert process.stdout is not None
-                output = ClientOutput(process.stdout, stderr_path)
-                try:
-                    assert await output.next() == {"step": "subscribed", "uri": URI}
-                    at_refresh(clock, scenario, 6)
-                    report = await app.supervisor.poll_once()
-                    assert [e.kind for e in report.events] == [EventKind.SRM_DETECTED]
-                    result = await output.next()
-                except BaseException:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()  # rather than wait out the client's own timeouts
-                    raise
-                code = await process.wait()
+    with stderr_path.open("wb") as stderr, anyio.fail_after(7 * CLIENT_TIMEOUT_SECONDS):
+        async with await anyio.open_process(command, cwd=ROOT, env=env, stderr=stderr) as process:
+            assert process.stdout is not None
+            output = ClientOutput(process.stdout, stderr_path)
+            try:
+                assert await output.next() == {"step": "subscribed", "uri": URI}
+                assert await watcher.poll(6) == [EventKind.SRM_DETECTED]
+                result = await output.next()
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # rather than wait out the client's own timeouts
+                raise
+            code = await process.wait()
     assert code == 0, output.stderr_tail()
     assert result["step"] == "result"
     assert result["protocol_version"] == HANDSHAKE_PROTOCOL_VERSION
@@ -180,4 +153,4 @@ async def test_a_typescript_sdk_client_lists_calls_subscribes_and_rereads_an_upd
     assert srm_before["p_value"] > srm_before["alpha"] >= srm_after["p_value"]
 
     seen = "\n".join(output.lines) + stderr_path.read_text(errors="replace")
-    assert KEY not in seen
+    assert SHARED_KEY not in seen
