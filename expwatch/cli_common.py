@@ -49,6 +49,9 @@ NOISY_LOGGERS = (
 )
 CONTEXT_FIELDS = ("source", "experiment")
 """`extra=` fields the watcher attaches to its records; both formats show them."""
+STRUCTURED_FIELDS = ("audit",)
+"""`extra=` fields kept whole in JSON logs (the MCP audit record: client, call, duration,
+outcome); text logs carry the same facts in the message."""
 
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
@@ -88,7 +91,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in CONTEXT_FIELDS:
+        for field in CONTEXT_FIELDS + STRUCTURED_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
                 entry[field] = value

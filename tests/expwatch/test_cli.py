@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from mcp import Client, types
 from mcp.client.stdio import StdioServerParameters
 
 from expwatch.cli import main
+from expwatch.cli_common import JsonFormatter
 from expwatch.serving import serve_asgi
 from simulator import build_growthbook_app, default_scenario
 from tests.helpers import ManualClock
@@ -266,3 +268,11 @@ async def test_json_logs_carry_the_source_and_never_the_key(deployment: Deployme
     cycle = [e for e in entries if e["message"].startswith("poll cycle")]
     assert cycle and {"time", "level", "logger", "message"} <= set(cycle[0])
     assert KEY not in stderr and KEY not in result.stdout.decode()
+
+
+def test_json_logs_keep_the_mcp_audit_record_whole() -> None:
+    audit = {"client": "stdio", "name": "get_experiment_results", "duration_ms": 1.5}
+    record = logging.LogRecord("expwatch.audit", logging.INFO, __file__, 1, "call", None, None)
+    record.audit = audit
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["audit"] == audit and entry["logger"] == "expwatch.audit"
