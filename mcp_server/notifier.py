@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from store import Changes, Store
+from store import ChangeCursor, Changes, Store
 
 from .cache import ResponseCache
 from .server import INDEX_URI, STATUS_URI, experiment_uris
@@ -51,18 +51,43 @@ class ResourceNotifier:
         self._cache = cache
         self._publish = publish
         self.poll_interval_seconds = poll_interval_seconds
+        self._cursor: ChangeCursor | None = None
+        self._advanced = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        cursor = await self._store.change_cursor()
+        self._cursor = await self._store.change_cursor()
+        self._moved()
         task_status.started()
         while True:
             changes = await self._store.wait_for_changes(
-                cursor, poll_interval_seconds=self.poll_interval_seconds
+                self._cursor, poll_interval_seconds=self.poll_interval_seconds
             )
-            cursor = changes.cursor
             for experiment_id in changes.metrics:
                 self._cache.invalidate(experiment_id)
             if changes.sources_changed:
                 self._cache.invalidate_all()
             for uri in changed_uris(changes):
                 await self._publish(uri)
+            self._cursor = changes.cursor
+            self._moved()
+
+    async def settled(self) -> None:
+        """Return once everything committed before the call has been published (a barrier
+        for tests and tools: after it, no notification about older changes is still due)."""
+        target = await self._store.change_cursor()
+        while not _covers(self._cursor, target):
+            await self._advanced.wait()
+
+    def _moved(self) -> None:
+        self._advanced.set()
+        self._advanced = anyio.Event()
+
+
+def _covers(cursor: ChangeCursor | None, target: ChangeCursor) -> bool:
+    if cursor is None:
+        return False
+    sources_seen = target.sources_updated_at is None or (
+        cursor.sources_updated_at is not None
+        and cursor.sources_updated_at >= target.sources_updated_at
+    )
+    return cursor.events >= target.events and cursor.snapshots >= target.snapshots and sources_seen

@@ -86,6 +86,7 @@ async def test_significance_and_srm_reach_subscribers_and_alert_targets_once(
                     at_refresh(clock, scenario, 1)
                     first = await app.supervisor.poll_once()
                     assert first.new_snapshots == 2 and not first.events
+                    await app.notifier.settled()  # its notifications went out to nobody
 
                     url = f"http://127.0.0.1:{port}/mcp"
                     inbox = UpdateInbox()

@@ -431,12 +431,13 @@ async def test_every_changed_resource_is_notified_after_its_cache_is_dropped(
     and index resources; the cycle's saved source state changes the status. Subscribers of
     each are told, and a re-read (through the response cache) shows the new snapshot."""
     async with open_rig(tmp_path) as rig, anyio.create_task_group() as tg:
-        await rig.poll_through(1)
         port = await tg.start(
             lambda task_status: rig.app.run(
                 watch=False, mcp_http=("127.0.0.1", 0), task_status=task_status
             )
         )
+        await rig.poll_through(1)
+        await rig.app.notifier.settled()  # refresh 1's notifications went out to nobody
         uris = [
             f"experiments://{CHECKOUT}/results",
             f"experiments://{CHECKOUT}/health",
