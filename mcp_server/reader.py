@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -142,28 +143,31 @@ class Reader:
             "exposed and the platform has computed them)."
         )
 
-    async def warnings(self, experiment_ids: list[str] | None = None) -> dict[str, list[str]]:
+    async def warnings(self, experiments: Sequence[Experiment]) -> dict[str, list[str]]:
         """Each experiment's current warnings (SRM, stale results, failing polls, its
         source's open breaker), by experiment id."""
+        latest = await self._warning_events()
+        sources = await self._store.state.sources()
+        return {
+            e.experiment_id: views.warnings_from(
+                latest.get(e.experiment_id, []), sources.get(e.source, {}).get("breaker")
+            )
+            for e in experiments
+        }
+
+    async def _warning_events(self) -> dict[str, list[Event]]:
+        """Each experiment's newest event of every `views.WARNING_GROUPS` group."""
         latest: dict[str, list[Event]] = {}
         for group in views.WARNING_GROUPS:
             for (_, experiment_id), event in (await self._store.latest_events(group)).items():
                 if experiment_id is not None:
                     latest.setdefault(experiment_id, []).append(event)
-        sources = await self._store.state.sources()
-        summaries = await self._store.experiment_summaries(experiment_ids)
-        return {
-            s.experiment.experiment_id: views.warnings_from(
-                latest.get(s.experiment.experiment_id, []),
-                sources.get(s.experiment.source, {}).get("breaker"),
-            )
-            for s in summaries
-        }
+        return latest
 
     async def index(self) -> dict[str, Any]:
         """Every experiment expwatch has recorded, with status and latest verdicts."""
         summaries = await self._store.experiment_summaries()
-        warnings = await self.warnings()
+        warnings = await self.warnings([s.experiment for s in summaries])
         ignored = {
             (e.source, e.experiment_id)
             for e in await self._store.state.watch_list()
@@ -201,7 +205,7 @@ class Reader:
         if most_recent:
             matching.sort(key=_recency, reverse=True)
         page = matching[offset : offset + limit]
-        warnings = await self.warnings([s.experiment.experiment_id for s in page]) if page else {}
+        warnings = await self.warnings([s.experiment for s in page]) if page else {}
         items = [await self._entry(s, mode, warnings) for s in page]
         has_more = offset + len(page) < len(matching)
         result: dict[str, Any] = {
@@ -227,7 +231,7 @@ class Reader:
     async def experiment_entry(self, experiment_id: str, mode: Mode) -> dict[str, Any]:
         await self.experiment(experiment_id)
         [summary] = await self._store.experiment_summaries([experiment_id])
-        warnings = await self.warnings([experiment_id])
+        warnings = await self.warnings([summary.experiment])
         return await self._entry(summary, mode, warnings)
 
     async def _entry(
@@ -268,8 +272,9 @@ class Reader:
         """SRM (the platform's and ours), health checks, staleness and polling state."""
         experiment, stored = await self._current(experiment_id)
         [summary] = await self._store.experiment_summaries([experiment_id])
-        warnings = (await self.warnings([experiment_id])).get(experiment_id, [])
+        latest = (await self._warning_events()).get(experiment_id, [])
         breaker = (await self._store.state.sources()).get(experiment.source, {}).get("breaker")
+        warnings = views.warnings_from(latest, breaker)
         view: dict[str, Any] = {
             "experiment": {
                 "id": experiment.experiment_id,
@@ -283,7 +288,7 @@ class Reader:
             "freshness": {
                 "last_checked_at": views.iso(summary.last_checked_at),
                 "results_updated_at": views.iso(summary.results_updated_at),
-                "stale": any("stopped updating" in w for w in warnings),
+                "stale": any(e.kind is EventKind.RESULTS_STALE and e.after is True for e in latest),
             },
             "source": {"name": experiment.source, "breaker": breaker or {"state": "closed"}},
         }
@@ -339,7 +344,7 @@ class Reader:
         experiment, stored = await self.latest(experiment_id)
         if fmt == "csv":
             return views.pulse_csv(stored.snapshot)
-        warnings = (await self.warnings([experiment_id])).get(experiment_id, [])
+        warnings = (await self.warnings([experiment]))[experiment_id]
         charts: dict[tuple[str, str], list[float | None]] = {}
         if include_charts:
             for m in stored.snapshot.metrics:
