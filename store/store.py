@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 from sqlalchemy import func, insert, select, update
@@ -29,6 +29,8 @@ from .records import (
 )
 from .retention import PruneReport, checkpoint, prune_snapshots
 from .state import RuntimeState
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -431,12 +433,11 @@ class Store:
         Commits made through this Store wake the waiter at once; commits by other
         processes are seen by re-reading every `poll_interval_seconds`.
         """
-        while True:
-            committed = self._committed
-            if await self.last_event_id() > after:
-                return
-            with anyio.move_on_after(poll_interval_seconds):
-                await committed.wait()
+
+        async def has_new_events() -> bool | None:
+            return await self.last_event_id() > after or None
+
+        await self._wait_until(has_new_events, poll_interval_seconds=poll_interval_seconds)
 
     async def change_cursor(self) -> ChangeCursor:
         """The end of the change feed: start here to see only what is committed from now on."""
@@ -453,11 +454,23 @@ class Store:
     ) -> Changes:
         """The changes after `cursor`, once there are any. Commits through this Store wake the
         waiter at once; other processes' commits are seen every `poll_interval_seconds`."""
-        while True:
-            committed = self._committed
+
+        async def new_changes() -> Changes | None:
             changes = await self.changes_after(cursor)
-            if not changes.is_empty:
-                return changes
+            return None if changes.is_empty else changes
+
+        return await self._wait_until(new_changes, poll_interval_seconds=poll_interval_seconds)
+
+    async def _wait_until(
+        self, check: Callable[[], Awaitable[T | None]], *, poll_interval_seconds: float
+    ) -> T:
+        """`check()`'s first answer that is not None, asked again after each commit through
+        this Store and every `poll_interval_seconds` (for other processes' commits)."""
+        while True:
+            committed = self._committed  # taken first: a commit during check() still wakes
+            found = await check()
+            if found is not None:
+                return found
             with anyio.move_on_after(poll_interval_seconds):
                 await committed.wait()
 
