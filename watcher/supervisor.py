@@ -330,7 +330,8 @@ class Supervisor:
     async def refresh_experiment(self, source: str, experiment_id: str) -> CycleReport:
         """Poll one experiment now, whatever its schedule (the MCP `refresh_experiment`
         tool): through the source's breaker and budget, recorded and detected as in a cycle.
-        Raises KeyError for a source that is not configured."""
+        Nothing fetched and no error means the breaker refused the call. Raises KeyError for
+        a source that is not configured."""
         await self.start()
         rt = next((r for r in self._runtimes if r.source.name == source), None)
         if rt is None:
@@ -344,10 +345,7 @@ class Supervisor:
             )
         )
         report = CycleReport()
-        before = rt.breaker.snapshot()
         await self._poll_experiment(rt, experiment, anyio.CapacityLimiter(1), report)
-        if rt.breaker.snapshot().state is CircuitState.OPEN and before.state is CircuitState.OPEN:
-            report.skipped_sources.append(source)
         return report
 
     # -- one cycle of one source ------------------------------------------------------------
