@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,8 @@ async def test_results_health_history_and_metric_resources(rig: Rig) -> None:
     assert health["srm"]["ours"]["mismatch"] is True
     assert health["srm"]["ours"]["p_value"] <= health["srm"]["ours"]["alpha"]
     assert health["freshness"]["stale"] is False
-    assert health["source"] == {"name": "gb", "breaker": {"state": "closed"}} or (
-        health["source"]["breaker"]["state"] == "closed"
-    )
+    assert health["source"]["name"] == "gb"
+    assert health["source"]["breaker"]["state"] == "closed"
     kinds = [e["kind"] for e in history["events"]]
     assert "platform_verdict_changed" in kinds and "srm_detected" in kinds
     assert [e["after"] for e in history["significance_changes"]][-1] == "won"
@@ -273,8 +273,6 @@ async def test_when_significant_and_history_answer_since_when(rig: Rig) -> None:
     [conversion] = answer["metrics"]
     refresh_9 = rig.scenario.start.timestamp() + 9 * REFRESH_SECONDS
     refresh_3 = rig.scenario.start.timestamp() + 3 * REFRESH_SECONDS
-    from datetime import datetime
-
     ours = datetime.fromisoformat(conversion["significant_since"]).timestamp()
     platform = datetime.fromisoformat(conversion["platform_significant_since"]).timestamp()
     assert refresh_9 <= ours < refresh_9 + REFRESH_SECONDS
