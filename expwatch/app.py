@@ -14,13 +14,7 @@ import httpx
 from anyio.abc import TaskStatus
 from fastmcp import FastMCP
 
-from alerts import (
-    AlertDispatcher,
-    AlertTarget,
-    AppriseNotifier,
-    Notifier,
-    is_valid_apprise_url,
-)
+from alerts import AlertDispatcher, AppriseNotifier, Notifier
 from mcp_server import (
     RefreshOutcome,
     ResourceNotifier,
@@ -29,7 +23,7 @@ from mcp_server import (
     ServerOptions,
     build_server,
 )
-from store import ConfigError, Store
+from store import Store
 from watcher import (
     Clock,
     CycleReport,
@@ -45,6 +39,7 @@ from watcher import (
     WatchRules,
 )
 
+from .alerting import alert_policy, alert_targets
 from .config import Settings, StatsigSourceSettings
 from .serving import serve_asgi
 
@@ -67,7 +62,7 @@ class App:
 
     async def run_once(self) -> None:
         """One poll cycle, then deliver the alerts it raised."""
-        await self.dispatcher.start_cursors()
+        await self.dispatcher.start_cursor()
         report = await self.supervisor.poll_once()
         logger.info("poll cycle: %s", report.summary())
         await self.dispatcher.deliver_pending()
@@ -200,21 +195,6 @@ def source_policies(settings: Settings) -> dict[str, SourcePolicy]:
     }
 
 
-def alert_targets(settings: Settings) -> list[AlertTarget]:
-    targets = []
-    for name, target in settings.alerts.targets.items():
-        url = target.url.get_secret_value()
-        if not is_valid_apprise_url(url):
-            raise ConfigError(
-                f"alerts.targets.{name}.url is not a URL Apprise understands "
-                f"(in {settings.config_path or 'the environment'})",
-                path=str(settings.config_path) if settings.config_path else None,
-                key=f"alerts.targets.{name}.url",
-            )
-        targets.append(AlertTarget(name=name, url=url))
-    return targets
-
-
 @asynccontextmanager
 async def open_app(
     settings: Settings,
@@ -273,8 +253,11 @@ async def open_app(
                     targets,
                     notifier=notifier
                     or AppriseNotifier(timeout_seconds=settings.alerts.send_timeout_seconds),
-                    event_kinds=settings.alerts.event_kinds,
+                    policy=alert_policy(settings),
                     poll_interval_seconds=settings.alerts.poll_interval_seconds,
+                    retry_initial_seconds=settings.alerts.retry_initial_seconds,
+                    retry_max_seconds=settings.alerts.retry_max_seconds,
+                    give_up_after=timedelta(hours=settings.alerts.give_up_after_hours),
                 ),
                 cache=cache,
                 mcp=mcp,

@@ -149,16 +149,16 @@ def demo(duration: float | None, directory: Path | None, port: int, refresh_seco
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration (and alert URLs) without starting anything."""
     settings = load_settings(config_path)
-    from .app import alert_targets
+    from .alerting import alert_targets
 
     try:
-        alert_targets(settings)
+        targets = alert_targets(settings)
     except ConfigError as exc:
         click.echo(f"expwatch: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     click.echo(
         f"configuration OK: {len(settings.sources)} source(s), "
-        f"{len(settings.alerts.targets)} alert target(s), database {settings.database_url()}"
+        f"{len(targets)} alert target(s), database {settings.database_url()}"
     )
 
 
@@ -194,6 +194,7 @@ def prune(config_path: Path | None, older_than_days: float | None, vacuum: bool)
     run_async(main_)
 
 
+from .cli_alerts import alerts  # noqa: E402
 from .cli_store import events, history, status, unwatch, watch  # noqa: E402
 
 main.add_command(status)
@@ -201,3 +202,4 @@ main.add_command(events)
 main.add_command(history)
 main.add_command(watch)
 main.add_command(unwatch)
+main.add_command(alerts)

@@ -55,10 +55,27 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 }
                 for name in sorted(settings.sources)
             ]
+            outbox = {t.target: t for t in await store.outbox.summary()}
+            alert_targets: list[dict[str, Any]] = [
+                {
+                    "name": name,
+                    **(
+                        {
+                            "outbox": outbox[name].counts,
+                            "oldest_pending_at": outbox[name].oldest_pending_at,
+                            "last_delivered_at": outbox[name].last_delivered_at,
+                            "last_error": outbox[name].last_error,
+                        }
+                        if name in outbox
+                        else {"outbox": {}}
+                    ),
+                }
+                for name in sorted(set(settings.alerts.targets) | set(outbox))
+            ]
             result: dict[str, Any] = {
                 "database": settings.database_url().split("///")[-1],
                 "sources": sources,
-                "alert_targets": sorted(settings.alerts.targets),
+                "alert_targets": alert_targets,
                 "last_event_id": await store.last_event_id(),
                 "experiments": rows,
             }
@@ -80,7 +97,19 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 click.echo(f"  also watching: {', '.join(source['watching'])}")
             if source["ignoring"]:
                 click.echo(f"  not watching: {', '.join(source['ignoring'])}")
-        click.echo(f"alert targets: {', '.join(result['alert_targets']) or '(none)'}")
+        if not alert_targets:
+            click.echo("alert targets: (none)")
+        for target in alert_targets:
+            counts = target["outbox"]
+            line = f"alert target {target['name']}: " + (
+                ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+                or "nothing sent yet"
+            )
+            if target.get("oldest_pending_at"):
+                line += f"; waiting since {target['oldest_pending_at']:%Y-%m-%d %H:%M} UTC"
+            if target.get("last_error") and (counts.get("pending") or counts.get("failed")):
+                line += f"; last error: {target['last_error']}"
+            click.echo(line)
         click.echo(f"events: {result['last_event_id']}")
         for r in rows:
             click.echo(

@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,7 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -108,6 +110,12 @@ SOURCE_KINDS = ("growthbook", "statsig")
 
 class AlertTargetSettings(_Section):
     url: SecretStr
+    tags: list[str] = Field(
+        default=[], description="Rules route to targets by tag; a target without tags hears all"
+    )
+    digest_minutes: float = Field(
+        default=0, ge=0, description="Batch this target's alerts into one message per window"
+    )
 
 
 # Recorded and shown (CLI, MCP) but not pushed by default: the platform's own, peeking-prone
@@ -118,15 +126,62 @@ _NOT_ALERTED_BY_DEFAULT = (
     EventKind.METRIC_REMOVED,
 )
 DEFAULT_ALERT_KINDS = [k.value for k in EventKind if k not in _NOT_ALERTED_BY_DEFAULT]
+LEVELS = ("critical", "warning", "info")
+Level = Literal["critical", "warning", "info"]
+
+
+class AlertRuleSettings(_Section):
+    """Route matching events to the targets carrying one of `tags`; an empty list in a
+    condition matches everything."""
+
+    tags: list[str] = Field(min_length=1)
+    kinds: list[EventKind] = []
+    levels: list[Level] = []
+    sources: list[str] = []
+    projects: list[str] = []
+    experiments: list[str] = []
+    experiment_tags: list[str] = []
+
+
+class RateLimitSettings(_Section):
+    per_experiment_per_hour: int | None = Field(default=10, ge=1)
+    global_per_hour: int | None = Field(default=60, ge=1)
+    exempt_levels: list[Level] = ["critical"]
+
+
+class QuietHoursSettings(_Section):
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    timezone: str = "UTC"
+    allow_levels: list[Level] = ["critical"]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
 
 
 class AlertSettings(_Section):
     targets: dict[str, AlertTargetSettings] = {}
+    apprise_config: Path | None = Field(
+        default=None,
+        description="An Apprise YAML/TEXT config file of more targets (its tags route too)",
+    )
     event_kinds: list[EventKind] = Field(
         default_factory=lambda: [EventKind(k) for k in DEFAULT_ALERT_KINDS]
     )
+    rules: list[AlertRuleSettings] = []
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    quiet_hours: QuietHoursSettings | None = None
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_initial_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=1800.0, gt=0)
+    give_up_after_hours: float = Field(default=24.0, gt=0)
 
 
 class McpSettings(_Section):

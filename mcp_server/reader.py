@@ -547,6 +547,16 @@ class Reader:
                 for e in watch_list
             ],
             "event_log": {"last_event_id": await self._store.last_event_id()},
+            "alerts": [
+                {
+                    "target": t.target,
+                    "outbox": t.counts,
+                    "oldest_waiting_at": views.iso(t.oldest_pending_at),
+                    "last_delivered_at": views.iso(t.last_delivered_at),
+                    "last_error": t.last_error,
+                }
+                for t in await self._store.outbox.summary()
+            ],
             "note": None
             if any(s.get("last_cycle_at") for s in sources)
             else "No poll cycle has been recorded yet: is `expwatch run` (or `expwatch mcp "

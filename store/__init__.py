@@ -14,6 +14,7 @@ from .errors import (
     UnknownExperiment,
 )
 from .feed import ChangeCursor, Changes
+from .outbox import Delivery, DeliveryStatus, NewDelivery, Outbox, TargetSummary
 from .overview import ExperimentSummary, LatestVerdict
 from .records import (
     Decision,
@@ -38,7 +39,7 @@ from .records import (
     WatchState,
 )
 from .retention import PruneReport
-from .state import Delivery, RuntimeState, WatchEntry
+from .state import RuntimeState, WatchEntry
 from .store import Detector, Store, utc_now
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Decision",
     "Delivery",
     "DeliveryError",
+    "DeliveryStatus",
     "Detection",
     "Detector",
     "DimensionSlice",
@@ -64,8 +66,10 @@ __all__ = [
     "MetricPoint",
     "MetricResult",
     "MetricRole",
+    "NewDelivery",
     "OurSrm",
     "OurVerdict",
+    "Outbox",
     "PayloadError",
     "PollOutcome",
     "PruneReport",
@@ -77,6 +81,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredSnapshot",
+    "TargetSummary",
     "UnknownExperiment",
     "Variation",
     "VariationResult",

@@ -58,6 +58,9 @@ class EventKind(StrEnum):
     """A source's circuit breaker opened: polling is paused until `details["until"]`."""
     RESULTS_STALE = "results_stale"
     """A running experiment's results stopped updating (after=True) or updated again (False)."""
+    ALERT_DELIVERY_FAILED = "alert_delivery_failed"
+    """An alert could not be delivered to a target before its retries ran out; details name
+    the target, the event and the last error."""
 
 
 class _Record(BaseModel):

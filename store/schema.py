@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -151,13 +152,23 @@ watch_list = Table(
     Column("mode", String(10), nullable=False, server_default="watch"),
 )
 
-deliveries = Table(
-    "deliveries",
+alert_outbox = Table(
+    "alert_outbox",
     metadata,
-    Column("event_id", Key, primary_key=True),
-    Column("target", String(200), primary_key=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Key, nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("experiment_id", String(200)),
+    Column("level", String(20), nullable=False),
     Column("status", String(20), nullable=False),
+    Column("batched", Boolean, nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("last_error", String(1000)),
-    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("reason", String(1000)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("last_attempt_at", UTCDateTime()),
+    Column("delivered_at", UTCDateTime()),
+    UniqueConstraint("event_id", "target"),
+    Index("ix_alert_outbox_due", "target", "status", "due_at"),
+    Index("ix_alert_outbox_created", "target", "created_at"),
 )

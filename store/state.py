@@ -1,5 +1,5 @@
 """Run-time state that must survive restarts: per-source state (the circuit breaker), the
-watch list, and alert delivery outcomes per event and target."""
+watch list and the consumers' cursors in the event log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import schema
 from .database import Database
@@ -31,16 +32,14 @@ class WatchEntry:
         return self.mode == WATCH
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """What happened to one event at one alert target."""
-
-    event_id: int
-    target: str
-    status: str  # "delivered" | "failed" | "suppressed" | "pending"
-    attempts: int
-    last_error: str | None
-    updated_at: datetime
+async def save_cursor(conn: AsyncConnection, consumer: str, position: int, now: datetime) -> None:
+    """Within `conn`'s transaction: remember how far `consumer` has processed the event log."""
+    t = schema.cursors
+    changed = await conn.execute(
+        update(t).where(t.c.consumer == consumer).values(position=position, updated_at=now)
+    )
+    if changed.rowcount == 0:
+        await conn.execute(insert(t).values(consumer=consumer, position=position, updated_at=now))
 
 
 class RuntimeState:
@@ -118,42 +117,4 @@ class RuntimeState:
         async with self._database.read() as conn:
             return [
                 WatchEntry(r.source, r.experiment_id, r.mode) for r in await conn.execute(query)
-            ]
-
-    async def record_delivery(
-        self, event_id: int, target: str, *, status: str, error: str | None = None
-    ) -> Delivery:
-        """Record an attempt's outcome; attempts count up across calls."""
-        t = schema.deliveries
-        now = self._clock()
-        async with self._database.write() as conn:
-            attempts = await conn.scalar(
-                select(t.c.attempts).where(t.c.event_id == event_id, t.c.target == target)
-            )
-            error_text = error[:1000] if error else None
-            values = {"status": status, "last_error": error_text, "updated_at": now}
-            if attempts is None:
-                attempts = 1
-                await conn.execute(
-                    insert(t).values(event_id=event_id, target=target, attempts=1, **values)
-                )
-            else:
-                attempts += 1
-                await conn.execute(
-                    update(t)
-                    .where(t.c.event_id == event_id, t.c.target == target)
-                    .values(attempts=attempts, **values)
-                )
-        return Delivery(event_id, target, status, attempts, error_text, now)
-
-    async def deliveries(self, *, status: str | None = None) -> list[Delivery]:
-        """Delivery records, oldest event first, optionally of one status."""
-        t = schema.deliveries
-        query = select(t).order_by(t.c.event_id, t.c.target)
-        if status is not None:
-            query = query.where(t.c.status == status)
-        async with self._database.read() as conn:
-            return [
-                Delivery(r.event_id, r.target, r.status, r.attempts, r.last_error, r.updated_at)
-                for r in await conn.execute(query)
             ]

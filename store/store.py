@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import anyio
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rows, schema
 from .database import Database
 from .errors import UnknownExperiment
 from .feed import ChangeCursor, Changes, changes_after, feed_end
+from .outbox import Outbox
 from .overview import ExperimentSummary, experiment_summaries
 from .records import (
     Detection,
@@ -28,7 +29,7 @@ from .records import (
     WatchState,
 )
 from .retention import PruneReport, checkpoint, prune_snapshots
-from .state import RuntimeState
+from .state import RuntimeState, save_cursor
 
 T = TypeVar("T")
 
@@ -67,7 +68,9 @@ class Store:
         self.database = database
         self._clock = clock
         self.state = RuntimeState(database, clock=clock, on_change=self._signal)
-        """Breaker state, the watch list and alert deliveries."""
+        """Breaker state and the watch list."""
+        self.outbox = Outbox(database, clock=clock, on_change=self._signal)
+        """Alert deliveries, per event and target."""
         self._committed = anyio.Event()
         """Set (and replaced) whenever this Store commits something the change feed shows."""
 
@@ -189,19 +192,8 @@ class Store:
 
     async def save_cursor(self, consumer: str, position: int) -> None:
         """Remember how far `consumer` has processed the event log."""
-        now = self._clock()
         async with self.database.write() as conn:
-            changed = await conn.execute(
-                update(schema.cursors)
-                .where(schema.cursors.c.consumer == consumer)
-                .values(position=position, updated_at=now)
-            )
-            if changed.rowcount == 0:
-                await conn.execute(
-                    insert(schema.cursors).values(
-                        consumer=consumer, position=position, updated_at=now
-                    )
-                )
+            await save_cursor(conn, consumer, position, self._clock())
 
     async def prune(self, *, older_than: datetime) -> PruneReport:
         """Retention: see `store.retention.prune_snapshots`."""

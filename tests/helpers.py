@@ -18,7 +18,7 @@ import httpx
 from aiosmtpd.controller import Controller
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from expwatch.serving import serve_asgi
@@ -113,9 +113,16 @@ class HttpReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    text_replies: dict[str, str] = field(default_factory=dict)
+    """Path prefix → a plain-text body to answer with (Slack's webhook answers "ok")."""
+
     def app(self) -> Starlette:
-        async def receive(request: Request) -> JSONResponse:
-            self.bodies.add({"path": request.url.path, "json": await request.json()})
+        async def receive(request: Request) -> Response:
+            path = request.url.path
+            self.bodies.add({"path": path, "json": await request.json()})
+            for prefix, text in self.text_replies.items():
+                if path.startswith(prefix):
+                    return PlainTextResponse(text, status_code=self.status_code)
             return JSONResponse({"ok": self.status_code < 400}, status_code=self.status_code)
 
         return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])

@@ -12,6 +12,7 @@ from mcp import Client, types
 from mcp.client.subscriptions import ResourceUpdated
 from pydantic import SecretStr
 
+from alerts import ROUTER_CURSOR
 from expwatch import open_app
 from expwatch.config import (
     AlertSettings,
@@ -22,7 +23,7 @@ from expwatch.config import (
     StoreSettings,
 )
 from simulator import build_growthbook_app, default_scenario
-from store import EventKind
+from store import DeliveryStatus, EventKind
 from tests.helpers import ManualClock, http_receiver, smtp_server
 from tests.mcp_server.clients import UpdateInbox, handshake_http_client, legacy_subscribe
 from tests.watcher.conftest import REFRESH_SECONDS, at_refresh
@@ -140,9 +141,13 @@ async def test_significance_and_srm_reach_subscribers_and_alert_targets_once(
 
                 # Stopped: a last pass finds nothing unconfirmed, so nothing goes out twice.
                 assert await app.dispatcher.deliver_pending() == 0
-                last = await app.store.last_event_id()
-                assert await app.store.cursor("alerts:hook") == last
-                assert await app.store.cursor("alerts:mail") == last
+                assert await app.store.cursor(ROUTER_CURSOR) == await app.store.last_event_id()
+                outbox = await app.store.outbox.deliveries()
+                assert {(d.target, d.status) for d in outbox} == {
+                    ("hook", DeliveryStatus.DELIVERED),
+                    ("mail", DeliveryStatus.DELIVERED),
+                }
+                assert len(outbox) == 4
     assert len(receiver.bodies.items) == len(smtp.messages.items) == 2
     assert "sample ratio mismatch detected" in srm_post["json"]["title"]
     assert "sample ratio mismatch detected" in srm_mail["Subject"]

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from expwatch import config
 from expwatch.config import load_config
 from store import ConfigError
 
@@ -21,36 +24,25 @@ def test_the_example_config_is_valid_and_documents_every_key() -> None:
     settings = load_config(ROOT / "config.example.toml")
     assert "growthbook" in settings.sources
     text = (ROOT / "config.example.toml").read_text()
-    keys = [
-        "log_level",
-        "path",
-        "url",
-        "poll_interval_seconds",
-        "poll_timeout_seconds",
-        "srm_threshold",
-        "alpha",
-        "sequential_tuning",
-        "minimum_units",
-        "minimum_conversions",
-        "event_kinds",
-        "kind",
-        "base_url",
-        "api_key",
-        "status",
-        "project",
-        "ui_url",
-        "request_timeout_seconds",
-        "send_timeout_seconds",
-        "cache_ttl_seconds",
-        "host",
-        "port",
-        "event_poll_interval_seconds",
-        "api_version",
-        "retention_days",
-        "prune_interval_seconds",
+    models: list[type[BaseModel]] = [
+        config.Settings,
+        config.StoreSettings,
+        config.WatcherSettings,
+        config.GrowthBookSourceSettings,
+        config.StatsigSourceSettings,
+        config.AlertSettings,
+        config.AlertTargetSettings,
+        config.AlertRuleSettings,
+        config.RateLimitSettings,
+        config.QuietHoursSettings,
+        config.McpSettings,
     ]
-    for key in keys:
-        assert f"{key} =" in text, f"config.example.toml does not document {key}"
+    for model in models:
+        for key in model.model_fields:
+            if key == "config_path":
+                continue
+            documented = f"{key} =" in text or re.search(rf"^#? ?\[+[\w.]*\b{key}\b", text, re.M)
+            assert documented, f"config.example.toml does not document {model.__name__}.{key}"
 
 
 def test_a_typo_names_the_key_the_file_and_the_likely_meaning(tmp_path: Path) -> None:

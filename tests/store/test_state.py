@@ -38,14 +38,3 @@ async def test_the_watch_list_records_includes_and_excludes_once(store: Store) -
         ("gb", "exp_a", False),
         ("gb", "exp_never_watched", False),
     ]
-
-
-async def test_delivery_attempts_are_counted_per_event_and_target(store: Store) -> None:
-    """Each attempt updates the record; failures keep their reason, shortened."""
-    await store.state.record_delivery(7, "slack", status="failed", error="HTTP 500" * 300)
-    delivered = await store.state.record_delivery(7, "slack", status="delivered")
-    await store.state.record_delivery(7, "email", status="failed", error="refused")
-    assert delivered.attempts == 2 and delivered.last_error is None
-    [failed] = await store.state.deliveries(status="failed")
-    assert (failed.target, failed.attempts, failed.last_error) == ("email", 1, "refused")
-    assert len(await store.state.deliveries()) == 2
