@@ -35,6 +35,7 @@ from store import (
     ExperimentNotFound,
     NewDelivery,
     Store,
+    StoreError,
     UnknownExperiment,
 )
 
@@ -276,9 +277,19 @@ class AlertDispatcher:
         return cache[event.experiment_id]
 
     async def _run_router(self) -> None:
+        backoff = self.poll_interval_seconds
         while True:
-            await self.route_pending()
-            position = await self._store.cursor(ROUTER_CURSOR) or 0
+            try:
+                await self.route_pending()
+                position = await self._store.cursor(ROUTER_CURSOR) or 0
+                backoff = self.poll_interval_seconds
+            except StoreError as exc:
+                # The database is locked, full or read-only: nothing was half-written (one
+                # transaction per batch); try again once it may have cleared.
+                logger.error("alert routing paused: %s; retrying in %.0f s", exc, backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
             await self._store.wait_for_events(
                 position, poll_interval_seconds=self.poll_interval_seconds
             )
@@ -384,10 +395,22 @@ class AlertDispatcher:
         return retry_at
 
     async def _run_sender(self, target: AlertTarget) -> None:
+        backoff = self.poll_interval_seconds
         while True:
             wake = self._wake[target.name] = anyio.Event()
-            await self.send_due(target)
-            next_due = await self._outbox.next_due_at(target.name)
+            try:
+                await self.send_due(target)
+                next_due = await self._outbox.next_due_at(target.name)
+                backoff = self.poll_interval_seconds
+            except StoreError as exc:
+                # A confirmed send whose mark failed stays `sending`: it goes out once more,
+                # flagged as a possible duplicate, when the database is writable again.
+                logger.error(
+                    "alerts to %s paused: %s; retrying in %.0f s", target.name, exc, backoff
+                )
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
             wait = self.poll_interval_seconds * 30
             if next_due is not None:
                 wait = min(wait, max((next_due - self._outbox.now()).total_seconds(), 0.05))
