@@ -27,6 +27,7 @@ from expwatch import open_app
 from expwatch.app import App
 from expwatch.config import GrowthBookSourceSettings, McpSettings, Settings, StoreSettings
 from simulator import Scenario, build_growthbook_app, default_scenario
+from store import NewDelivery
 from tests.helpers import ManualClock
 from tests.mcp_server.clients import UpdateInbox, handshake_http_client, legacy_subscribe
 from tests.watcher.conftest import REFRESH_SECONDS, at_refresh
@@ -326,6 +327,10 @@ async def test_pulse_report_in_three_formats(rig: Rig) -> None:
 
 
 async def test_status_resource_and_tool_show_each_source(rig: Rig) -> None:
+    store = rig.app.store
+    last = await store.last_event_id()
+    waiting = NewDelivery(last, "pager", CHECKOUT, "critical", store.outbox.now())
+    await store.outbox.route([waiting], cursor="test", position=last)
     async with Client(rig.app.mcp) as client:
         status = await read_json(client, "watcher://status")
         tool_status = await call(client, "watcher_status")
@@ -337,6 +342,9 @@ async def test_status_resource_and_tool_show_each_source(rig: Rig) -> None:
     assert gb["watched"] == 2
     assert tool_status["sources"][0]["requests"] == gb["requests"]
     assert status["note"] is None
+    [pager] = status["alerts"]
+    assert pager["target"] == "pager" and pager["outbox"]["pending"] == 1
+    assert pager["oldest_waiting_at"] is not None and pager["last_error"] is None
 
 
 async def test_watch_and_unwatch_change_the_watch_list_unless_read_only(
