@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 from fastmcp import FastMCP
+from starlette.types import ASGIApp
 
 from alerts import AlertDispatcher, AppriseNotifier, Notifier
 from mcp_server import (
@@ -41,6 +43,7 @@ from watcher import (
 
 from .alerting import alert_policy, alert_targets
 from .config import Settings, StatsigSourceSettings
+from .http_auth import BearerAuth, check_exposure
 from .serving import serve_asgi
 
 logger = logging.getLogger(__name__)
@@ -77,7 +80,13 @@ class App:
     ) -> None:
         """Run until cancelled: the MCP side always, the watcher and alerts if `watch`,
         and an MCP endpoint over streamable HTTP if `mcp_http` is given. Reports the
-        HTTP port (or None) when everything has started."""
+        HTTP port (or None) when everything has started.
+
+        Raises ConfigError before starting anything if `mcp_http` names a host that is not
+        a loopback address and no `[mcp] auth_token` is set."""
+        token = self.settings.mcp.auth_token
+        if mcp_http is not None:
+            check_exposure(mcp_http[0], token, config_path=self.settings.config_path)
         async with anyio.create_task_group() as tg:
             await tg.start(self.subscriptions.run)
             await tg.start(self.notifier.run)
@@ -93,12 +102,20 @@ class App:
             port = None
             if mcp_http is not None:
                 host, wanted = mcp_http
+                endpoint: ASGIApp = self.mcp.http_app()
+                if token is not None:
+                    endpoint = BearerAuth(endpoint, token=token)
                 port = await tg.start(
                     lambda task_status: serve_asgi(
-                        self.mcp.http_app(), host=host, port=wanted, task_status=task_status
+                        endpoint, host=host, port=wanted, task_status=task_status
                     )
                 )
-                logger.info("MCP endpoint at http://%s:%d/mcp", host, port)
+                logger.info(
+                    "MCP endpoint at http://%s:%d/mcp (%s)",
+                    host,
+                    port,
+                    "bearer token required" if token else "no token: loopback only",
+                )
             task_status.started(port)
 
     async def _prune_forever(self) -> None:
@@ -206,9 +223,12 @@ async def open_app(
     """Open the store and HTTP client and build every part; close them on exit."""
     clock = clock or SystemClock()
     targets = alert_targets(settings)
+    # Upstream TLS is always verified: against [watcher] ca_bundle when it is set, otherwise
+    # against httpx's default CA bundle. There is deliberately no way to turn it off.
+    verify: ssl.SSLContext | bool = settings.upstream_ssl_context() or True
     store = await Store.open(settings.database_url(), clock=clock.now)
     try:
-        async with httpx.AsyncClient(transport=transport) as client:
+        async with httpx.AsyncClient(transport=transport, verify=verify) as client:
             cache = ResponseCache(ttl_seconds=settings.mcp.cache_ttl_seconds)
             supervisor = Supervisor(
                 store,

@@ -27,6 +27,7 @@ from .cli_common import (
     settle_heap,
     setup_logging,
 )
+from .http_auth import check_exposure
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +55,16 @@ def run(config_path: Path | None, once: bool, mcp_http: bool) -> None:
     if not settings.sources:
         click.echo("expwatch: warning: no [sources] configured; nothing to watch", err=True)
 
+    endpoint = (settings.mcp.host, settings.mcp.port) if mcp_http and not once else None
+
     async def main_() -> None:
+        if endpoint is not None:  # refused here, before the store opens (exit code 2)
+            check_exposure(endpoint[0], settings.mcp.auth_token, config_path=settings.config_path)
         async with open_app(settings) as app:
             if once:
                 await app.run_once()
                 return
             settle_heap()
-            endpoint = (settings.mcp.host, settings.mcp.port) if mcp_http else None
             await run_until_stopped(lambda: _forever(app.run(mcp_http=endpoint)))
 
     run_async(main_)
@@ -89,11 +93,14 @@ def mcp(
     """Serve the MCP server (resources, tools, subscriptions) over stdio or HTTP."""
     settings = load_settings(config_path)
 
+    endpoint = (host or settings.mcp.host, port or settings.mcp.port)
+
     async def main_() -> None:
+        if transport == "http":  # refused here, before the store opens (exit code 2)
+            check_exposure(endpoint[0], settings.mcp.auth_token, config_path=settings.config_path)
         async with open_app(settings) as app:
             settle_heap()
             if transport == "http":
-                endpoint = (host or settings.mcp.host, port or settings.mcp.port)
                 await run_until_stopped(lambda: _forever(app.run(watch=watch, mcp_http=endpoint)))
                 return
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,7 @@ from store import ConfigError, EventKind
 
 ENV_PREFIX = "EXPWATCH_"
 CONFIG_ENV = "EXPWATCH_CONFIG"
+MIN_AUTH_TOKEN_LENGTH = 16
 
 
 class _Section(BaseModel):
@@ -58,6 +60,11 @@ class WatcherSettings(_Section):
     refresh_unchanged_seconds: float = Field(default=3600.0, gt=0)
     finished_poll_interval_seconds: float = Field(default=21600.0, gt=0)
     jitter: float = Field(default=0.1, ge=0, lt=1)
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificates upstream HTTPS is verified against "
+        "(instead of the default bundle); a relative path is relative to the config file",
+    )
 
 
 class _SourceCommon(_Section):
@@ -193,6 +200,26 @@ class McpSettings(_Section):
     client_rate_limit_per_minute: float = Field(default=600.0, ge=0)
     client_rate_limit_burst: int = Field(default=60, ge=1)
     audit_log: bool = True
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every MCP HTTP request must carry; required off loopback",
+    )
+
+    @field_validator("auth_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the token.
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < MIN_AUTH_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_AUTH_TOKEN_LENGTH} characters (generate one with "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if not all("!" <= c <= "~" for c in token):
+            raise ValueError("must be printable ASCII without spaces (it is sent in a header)")
+        return value
 
 
 class Settings(BaseSettings):
@@ -232,6 +259,33 @@ class Settings(BaseSettings):
             path = self.config_path.parent / path
         return f"sqlite+aiosqlite:///{path}"
 
+    def ca_bundle_path(self) -> Path | None:
+        """[watcher] ca_bundle, a relative path taken relative to the config file."""
+        path = self.watcher.ca_bundle
+        if path is not None and not path.is_absolute() and self.config_path is not None:
+            path = self.config_path.parent / path
+        return path
+
+    def upstream_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context that verifies upstream servers against [watcher] ca_bundle; None
+        when it is not set (the HTTP client's default CAs apply). Verification is never off."""
+        path = self.ca_bundle_path()
+        if path is None:
+            return None
+        where = str(self.config_path) if self.config_path else "environment (EXPWATCH_…)"
+        try:
+            return ssl.create_default_context(cafile=path)
+        except ssl.SSLError:
+            why = "it holds no PEM certificate"
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"invalid configuration in {where}:\n  watcher.ca_bundle: cannot use {path} as "
+            f"the CA bundle: {why} (point it at a readable PEM file of CA certificates)",
+            path=where,
+            key="watcher.ca_bundle",
+        )
+
 
 def load_config(path: Path | str | None = None) -> Settings:
     """Load settings from `path` (or $EXPWATCH_CONFIG) and the environment.
@@ -250,9 +304,11 @@ def load_config(path: Path | str | None = None) -> Settings:
     elif any(k.startswith(ENV_PREFIX) for k in os.environ):
         where = "environment (EXPWATCH_…)"
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise _config_error(exc, where) from None
+    settings.upstream_ssl_context()  # a CA bundle that cannot be used is a ConfigError now
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

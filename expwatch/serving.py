@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import uvicorn
@@ -26,12 +28,14 @@ async def serve_asgi(
     host: str = "127.0.0.1",
     port: int = 0,
     grace_seconds: float = 3.0,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until cancelled, then shut down gracefully within `grace_seconds`.
 
     The socket is bound before `task_status.started(port)`, so the port (useful with
-    `port=0`) accepts connections as soon as the caller learns it.
+    `port=0`) accepts connections as soon as the caller learns it. With `ssl_context` (a
+    server-side context holding the certificate) it serves HTTPS.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
@@ -40,12 +44,18 @@ async def serve_asgi(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     bound_port: int = sock.getsockname()[1]
+    tls: dict[str, Any] = {}
+    if ssl_context is not None:
+        # asyncio does TLS on a plain listening socket, so the context goes to uvicorn
+        # (which hands it to loop.create_server), not around the socket. uvicorn >= 0.47.
+        tls["ssl_context_factory"] = lambda config, default: ssl_context
     server = _Server(
         uvicorn.Config(
             app,
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=max(1, int(grace_seconds)),
+            **tls,
         )
     )
     finished = anyio.Event()

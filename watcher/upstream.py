@@ -4,6 +4,7 @@ validation failures into the words of a user-facing message."""
 from __future__ import annotations
 
 import difflib
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -140,10 +141,23 @@ async def _get(
         ) from exc
     except httpx.TransportError as exc:
         raise SourceUnavailable(
-            f"cannot reach {platform} at {where}: {type(exc).__name__}",
+            f"cannot reach {platform} at {where}: {_transport_reason(exc)}",
             source=source,
             experiment_id=experiment_id,
         ) from exc
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    """Why a connection failed, in words a user can act on; never the request's headers."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate verification failed ({cause.verify_message}); if the "
+                "platform uses a private CA, set [watcher] ca_bundle"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def status_error(
