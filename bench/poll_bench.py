@@ -43,7 +43,7 @@ from simulator import (  # noqa: E402
     ScriptedVariation,
     build_growthbook_app,
 )
-from store import Store, sqlite_url  # noqa: E402
+from store import Experiment, Store, sqlite_url  # noqa: E402
 from watcher import (  # noqa: E402
     GrowthBookSource,
     RateBudget,
@@ -166,15 +166,40 @@ async def sequential_loop(url: str, sample: int | None) -> tuple[float, float, i
         return listed - started, per_request, pages, len(ids)
 
 
-async def our_cycle(supervisor: Supervisor, source: GrowthBookSource) -> tuple[float, int, int]:
-    """One supervisor cycle: (seconds, requests, experiments fetched)."""
+class TimedSource(GrowthBookSource):
+    """The GrowthBook source, timing its listing (for the breakdown; nothing else changes)."""
+
+    listing_seconds = 0.0
+
+    async def list_experiments(self) -> list[Experiment]:
+        started = time.perf_counter()
+        try:
+            return await super().list_experiments()
+        finally:
+            self.listing_seconds = time.perf_counter() - started
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def our_cycle(supervisor: Supervisor, source: TimedSource) -> tuple[float, int, int, str]:
+    """One supervisor cycle: (seconds, requests, experiments fetched, where the time went:
+    the listing, the rest (reading, assessing and recording results), and the CPU time this
+    process used meanwhile)."""
     granted = source.budget.granted if source.budget else 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     report = await supervisor.poll_once()
     seconds = time.perf_counter() - started
+    breakdown = (
+        f"listing {source.listing_seconds:.1f} s, results {seconds - source.listing_seconds:.1f}"
+        f" s; watcher CPU {cpu_seconds() - cpu_started:.1f} s"
+    )
     if report.errors:
         raise SystemExit(f"cycle had errors: {report.errors[:3]}")
-    return seconds, (source.budget.granted if source.budget else 0) - granted, report.fetched
+    requests = (source.budget.granted if source.budget else 0) - granted
+    return seconds, requests, report.fetched, breakdown
 
 
 async def run(experiments: int, latency_ms: float, concurrency: int, sample: int | None) -> None:
@@ -187,7 +212,7 @@ async def run(experiments: int, latency_ms: float, concurrency: int, sample: int
                 max_connections=concurrency, max_keepalive_connections=concurrency
             )
             async with httpx.AsyncClient(limits=limits, timeout=120) as client:
-                source = GrowthBookSource(
+                source = TimedSource(
                     name="gb",
                     base_url=simulator.url,
                     api_key=API_KEY,
@@ -204,10 +229,10 @@ async def run(experiments: int, latency_ms: float, concurrency: int, sample: int
                         "gb": SourcePolicy(max_concurrency=concurrency, stale_after_seconds=None)
                     },
                 )
-                ours_s, ours_requests, fetched = await our_cycle(supervisor, source)
+                ours_s, ours_requests, fetched, breakdown = await our_cycle(supervisor, source)
                 print(
                     f"ours, full cycle:      {fetched} experiments, {ours_requests} requests, "
-                    f"{ours_s:.1f} s"
+                    f"{ours_s:.1f} s ({breakdown})"
                 )
                 list_s, per_request_s, pages, listed = await sequential_loop(simulator.url, sample)
                 base_full_s = list_s + per_request_s * listed
@@ -225,7 +250,7 @@ async def run(experiments: int, latency_ms: float, concurrency: int, sample: int
                 print(f"speed-up:              {ratio:.1f}x (goal >= 20x)")
 
                 simulator.next_refresh()
-                _, changed_requests, changed = await our_cycle(supervisor, source)
+                _, changed_requests, changed, _ = await our_cycle(supervisor, source)
                 bound = 1.1 * (pages + changed)
                 print(
                     f"ours, 1% changed:      {changed} fetched, {changed_requests} requests "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rows, schema
@@ -54,6 +55,91 @@ class Detector(Protocol):
         previous: Snapshot | None,
         current: Snapshot | None,
     ) -> Sequence[Event] | Detection: ...
+
+
+@dataclass(kw_only=True)
+class _PollPlan:
+    """One poll on its way into the store: what the store holds of its experiment, and what
+    recording it writes."""
+
+    experiment: Experiment
+    record: dict[str, Any]
+    """`experiment` as JSON, dumped once for the insert or update."""
+    snapshot: Snapshot | None
+    current_hash: str | None
+    known: rows.KnownExperiment | None
+    before: Experiment | None
+    is_new: bool
+    """The snapshot differs from the newest stored one (by the platform's own content)."""
+    needs_detector: bool
+    experiment_pk: int | None
+    snapshot_id: int | None
+    events: Sequence[Event] = ()
+
+    @classmethod
+    def of(
+        cls,
+        experiment: Experiment,
+        snapshot: Snapshot | None,
+        known: Mapping[tuple[str, str], rows.KnownExperiment],
+    ) -> _PollPlan:
+        row = known.get((experiment.source, experiment.experiment_id))
+        before = Experiment.model_validate(row.record) if row else None
+        current_hash = snapshot.content_hash() if snapshot else None
+        is_new = snapshot is not None and current_hash != (row.latest_hash if row else None)
+        return cls(
+            experiment=experiment,
+            record=experiment.model_dump(mode="json"),
+            snapshot=snapshot,
+            current_hash=current_hash,
+            known=row,
+            before=before,
+            is_new=is_new,
+            needs_detector=is_new or before != experiment,
+            experiment_pk=row.pk if row else None,
+            snapshot_id=row.latest_snapshot_id if row else None,
+        )
+
+    @property
+    def pk(self) -> int:
+        assert self.experiment_pk is not None, "the experiment's row is inserted first"
+        return self.experiment_pk
+
+    def run_detector(self, detect: Detector, stored: Mapping[int, StoredSnapshot]) -> None:
+        """Run the detector with the previous experiment and snapshot beside the new ones."""
+        latest_id = self.known.latest_snapshot_id if self.known else None
+        latest = stored.get(latest_id) if latest_id is not None else None
+        previous = latest.snapshot if latest else None
+        detected = detect(
+            before=self.before,
+            after=self.experiment,
+            previous=previous,
+            current=self.snapshot if self.is_new else previous,
+        )
+        if isinstance(detected, Detection):
+            self.events = detected.events
+            if self.is_new and detected.snapshot is not None:
+                self.snapshot = detected.snapshot  # assessed; deduplicated by the raw hash
+        else:
+            self.events = detected
+
+
+def _distinct_runs(
+    polls: Sequence[tuple[Experiment, Snapshot | None]],
+) -> Iterator[list[tuple[Experiment, Snapshot | None]]]:
+    """`polls` cut into consecutive runs without a repeated experiment: a run is recorded as
+    a set, and a repeat must see the poll before it."""
+    run: list[tuple[Experiment, Snapshot | None]] = []
+    keys: set[tuple[str, str]] = set()
+    for experiment, snapshot in polls:
+        key = (experiment.source, experiment.experiment_id)
+        if key in keys:
+            yield run
+            run, keys = [], set()
+        run.append((experiment, snapshot))
+        keys.add(key)
+    if run:
+        yield run
 
 
 class Store:
@@ -110,77 +196,82 @@ class Store:
         self, polls: Sequence[tuple[Experiment, Snapshot | None]], *, detect: Detector
     ) -> list[PollOutcome]:
         """Record several polls (of different experiments) in one transaction, each as
-        `record_poll` would: a page of a portfolio costs one commit, not a hundred."""
+        `record_poll` would: a page of a portfolio costs one commit and a few statements,
+        not a hundred of each."""
         now = self._clock()
-        outcomes = []
+        outcomes: list[PollOutcome] = []
         async with self.database.write() as conn:
-            for experiment, snapshot in polls:
-                outcomes.append(await self._record_in(conn, experiment, snapshot, detect, now))
+            for batch in _distinct_runs(polls):
+                outcomes.extend(await self._record_batch(conn, batch, detect, now))
         if any(o.events or o.is_new_snapshot for o in outcomes):
             self._signal()
         return outcomes
 
-    async def _record_in(
+    async def _record_batch(
         self,
         conn: AsyncConnection,
-        experiment: Experiment,
-        snapshot: Snapshot | None,
+        polls: Sequence[tuple[Experiment, Snapshot | None]],
         detect: Detector,
         now: datetime,
-    ) -> PollOutcome:
-        row = await rows.experiment_row(conn, experiment.source, experiment.experiment_id)
-        before = Experiment.model_validate(row["record"]) if row else None
-        if row is None:
-            experiment_pk = await rows.insert_experiment(conn, experiment, now)
-            latest_id = None
-        else:
-            experiment_pk = row["id"]
-            latest_id = row["latest_snapshot_id"]
-        latest_hash = await rows.snapshot_hash(conn, latest_id)
-        current_hash = snapshot.content_hash() if snapshot else None
-        is_new = snapshot is not None and current_hash != latest_hash
-        # The previous snapshot is parsed only when the detector will need it.
-        previous = (
-            await rows.snapshot_record(conn, latest_id) if is_new or before != experiment else None
+    ) -> list[PollOutcome]:
+        """Record polls of distinct experiments set by set: one read of what the store holds,
+        the detector poll by poll, then one write per table."""
+        known = await rows.known_experiments(conn, [(e.source, e.experiment_id) for e, _ in polls])
+        plans = [_PollPlan.of(experiment, snapshot, known) for experiment, snapshot in polls]
+        # The previous snapshot is parsed only where the detector will need it.
+        previous = await rows.snapshot_records(
+            conn,
+            [
+                p.known.latest_snapshot_id
+                for p in plans
+                if p.needs_detector and p.known and p.known.latest_snapshot_id is not None
+            ],
         )
-        events: Sequence[Event] = ()
-        if is_new or before != experiment:
-            detected = detect(
-                before=before,
-                after=experiment,
-                previous=previous.snapshot if previous else None,
-                current=snapshot if is_new else (previous.snapshot if previous else None),
-            )
-            if isinstance(detected, Detection):
-                events = detected.events
-                if is_new and detected.snapshot is not None:
-                    snapshot = detected.snapshot  # assessed; deduplicated by the raw hash
-            else:
-                events = detected
-        snapshot_id = latest_id
-        if is_new:
-            assert snapshot is not None and current_hash is not None
-            snapshot_id = await rows.insert_snapshot(
-                conn, experiment_pk, snapshot, current_hash, now
-            )
-        await conn.execute(
-            update(schema.experiments)
-            .where(schema.experiments.c.id == experiment_pk)
-            .values(
-                name=experiment.name,
-                status=experiment.status,
-                record=experiment.model_dump(mode="json"),
-                upstream_updated_at=experiment.upstream_updated_at,
-                last_checked_at=now,
-                latest_snapshot_id=snapshot_id,
-            )
+        for plan in plans:
+            if plan.needs_detector:
+                plan.run_detector(detect, previous)
+        pks = await rows.insert_experiments(
+            conn, [(p.experiment, p.record) for p in plans if p.known is None], now
         )
-        if snapshot_id is not None:
-            events = [e.model_copy(update={"snapshot_id": snapshot_id}) for e in events]
-        stored_events = await rows.insert_events(conn, events, now)
-        return PollOutcome(
-            snapshot_id=snapshot_id, is_new_snapshot=is_new, events=tuple(stored_events)
+        for plan in plans:
+            if plan.known is None:
+                plan.experiment_pk = pks[(plan.experiment.source, plan.experiment.experiment_id)]
+        snapshot_ids = await rows.insert_snapshots(
+            conn,
+            [
+                (p.pk, p.snapshot, p.current_hash)
+                for p in plans
+                if p.is_new and p.snapshot is not None and p.current_hash is not None
+            ],
+            now,
         )
+        for plan in plans:
+            if plan.is_new:
+                plan.snapshot_id = snapshot_ids[plan.pk]
+        # First sightings were inserted as seen now; they only need their new snapshot.
+        await rows.update_experiments(
+            conn,
+            [(p.pk, p.experiment, p.record, p.snapshot_id) for p in plans if p.known is not None],
+            now,
+        )
+        await rows.set_latest_snapshots(
+            conn,
+            {p.pk: p.snapshot_id for p in plans if p.known is None and p.snapshot_id is not None},
+        )
+        events = [
+            e if p.snapshot_id is None else e.model_copy(update={"snapshot_id": p.snapshot_id})
+            for p in plans
+            for e in p.events
+        ]
+        stored = iter(await rows.insert_events(conn, events, now))
+        return [
+            PollOutcome(
+                snapshot_id=p.snapshot_id,
+                is_new_snapshot=p.is_new,
+                events=tuple(next(stored) for _ in p.events),
+            )
+            for p in plans
+        ]
 
     async def record_events(self, events: Sequence[Event]) -> list[Event]:
         """Append events that belong to no snapshot (source errors, recoveries)."""

@@ -7,11 +7,14 @@ PayloadError for that experiment. httpx errors become SourceUnavailable / Source
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+import anyio
 import httpx
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from store import (
@@ -22,6 +25,7 @@ from store import (
     MetricRole,
     PayloadError,
     Snapshot,
+    SourceError,
     SourceRejected,
     Variation,
     VariationResult,
@@ -45,6 +49,7 @@ UNKNOWN_EXPERIMENT_MESSAGE = "Could not find experiment"
 CHANCE_TO_WIN_THRESHOLD = 0.95
 P_VALUE_THRESHOLD = 0.05
 PAGE_LIMIT = 100
+PAGES_IN_FLIGHT = 4
 
 
 class _Model(BaseModel):
@@ -107,6 +112,7 @@ class _GBExperiment(_Model):
 class _GBPage(_Model):
     hasMore: bool
     nextOffset: int | None = None
+    total: int | None = None
 
 
 class _GBExperimentList(_GBPage):
@@ -194,6 +200,7 @@ class _GBMetricList(_GBPage):
 
 _M = TypeVar("_M", bound=BaseModel)
 _P = TypeVar("_P", bound=_GBPage)
+_T = TypeVar("_T")
 
 
 class GrowthBookSource:
@@ -212,6 +219,7 @@ class GrowthBookSource:
         project: str | None = None,
         ui_url: str | None = None,
         page_size: int = PAGE_LIMIT,
+        pages_in_flight: int = PAGES_IN_FLIGHT,
         request_timeout_seconds: float = 30.0,
         budget: RateBudget | None = None,
         retry: RetryPolicy = NO_RETRY,
@@ -228,6 +236,7 @@ class GrowthBookSource:
         self._project = project
         self._ui_url = ui_url.rstrip("/") if ui_url else None
         self._page_size = page_size
+        self._pages_in_flight = max(1, pages_in_flight)
         self._known_ids: set[str] = set()
         self._directions: dict[str, bool] = {}
         self._directions_tried: set[str] = set()
@@ -237,8 +246,14 @@ class GrowthBookSource:
     async def list_experiments(self) -> list[Experiment]:
         """Every experiment matching the source's filters, following pagination."""
         found: list[Experiment] = []
-        async for page in self._pages("/experiments", _GBExperimentList):
-            found.extend(self._experiment(e) for e in page.experiments)
+
+        async def read(page: _GBExperimentList) -> list[Experiment]:
+            return [self._experiment(e) for e in page.experiments]
+
+        async def keep(experiments: list[Experiment]) -> None:
+            found.extend(experiments)
+
+        await self._read_pages("/experiments", _GBExperimentList, read, keep)
         self._known_ids.update(e.experiment_id for e in found)
         return found
 
@@ -272,69 +287,164 @@ class GrowthBookSource:
         snapshot = await self._snapshot(response.result, settings, current)
         return current, snapshot
 
-    async def portfolio(
-        self, experiments: Mapping[str, Experiment]
-    ) -> AsyncIterator[dict[str, Snapshot | PayloadError]]:
-        """The latest results of every experiment matching the source's filters, a page of a
-        hundred experiments per request (GET /experiments/results), page by page.
+    async def read_portfolio(
+        self,
+        experiments: Mapping[str, Experiment],
+        pages: MemoryObjectSendStream[dict[str, Snapshot | PayloadError]],
+    ) -> None:
+        """Send the latest results of every experiment matching the source's filters to
+        `pages`, in order, then close it: a page of a hundred experiments per request
+        (GET /experiments/results), at most `pages_in_flight` requested ahead of the pages
+        taken (so memory holds a few pages, whatever the size of the portfolio).
 
         Experiments without results are absent. An experiment whose results do not have the
         documented shape maps to its PayloadError, and the others are still read.
         `experiments` (by id, as listed) supplies the variation order; an experiment missing
         from it is read with its first reported variation as the baseline.
         """
-        async for page in self._pages("/experiments/results", _GBPortfolioPage):
-            found: dict[str, Snapshot | PayloadError] = {}
-            for raw in page.experimentResults:
-                experiment_id = str(raw.get("experimentId", "")) if isinstance(raw, dict) else ""
-                try:
-                    result = _GBResult.model_validate(raw)
-                except ValidationError as exc:
-                    error = PayloadError(
-                        "GrowthBook GET /experiments/results returned an unexpected payload "
-                        f"for this experiment: {summarize_validation(exc)}",
-                        source=self.name,
-                        experiment_id=experiment_id or None,
-                    )
-                    if experiment_id:
-                        found[experiment_id] = error
-                        continue
-                    raise error from exc
-                experiment = experiments.get(result.experimentId) or Experiment(
+
+        async def read(page: _GBPortfolioPage) -> dict[str, Snapshot | PayloadError]:
+            return await self._portfolio_page(page, experiments)
+
+        async with pages:
+            await self._read_pages("/experiments/results", _GBPortfolioPage, read, pages.send)
+
+    async def _portfolio_page(
+        self, page: _GBPortfolioPage, experiments: Mapping[str, Experiment]
+    ) -> dict[str, Snapshot | PayloadError]:
+        found: dict[str, Snapshot | PayloadError] = {}
+        for raw in page.experimentResults:
+            experiment_id = str(raw.get("experimentId", "")) if isinstance(raw, dict) else ""
+            try:
+                result = _GBResult.model_validate(raw)
+            except ValidationError as exc:
+                error = PayloadError(
+                    "GrowthBook GET /experiments/results returned an unexpected payload "
+                    f"for this experiment: {summarize_validation(exc)}",
                     source=self.name,
-                    experiment_id=result.experimentId,
-                    name=result.experimentId,
-                    status="",
+                    experiment_id=experiment_id or None,
                 )
-                try:
-                    found[result.experimentId] = await self._snapshot(
-                        result, result.settings or _GBSettings(), experiment
-                    )
-                except PayloadError as error:
-                    found[result.experimentId] = error
-            yield found
+                if experiment_id:
+                    found[experiment_id] = error
+                    continue
+                raise error from exc
+            experiment = experiments.get(result.experimentId) or Experiment(
+                source=self.name,
+                experiment_id=result.experimentId,
+                name=result.experimentId,
+                status="",
+            )
+            try:
+                found[result.experimentId] = await self._snapshot(
+                    result, result.settings or _GBSettings(), experiment
+                )
+            except PayloadError as error:
+                found[result.experimentId] = error
+        return found
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    async def _pages(self, path: str, model: type[_P]) -> AsyncIterator[_P]:
-        """Every page of a paginated list endpoint, with the source's filters."""
-        offset: int | None = 0
+    async def _pages(
+        self, path: str, model: type[_P], *, offset: int | None = 0
+    ) -> AsyncIterator[_P]:
+        """Every page of a paginated list endpoint from `offset`, with the source's filters,
+        one after another."""
         while offset is not None:
-            params: dict[str, str | int] = {"limit": self._page_size, "offset": offset}
-            if self._status and path != "/metrics" and path != "/fact-metrics":
-                params["status"] = self._status
-            if self._project:
-                params["projectId"] = self._project
-            page = await self._get(path, model, params=params)
+            page = await self._get(path, model, params=self._page_params(path, offset))
             yield page
-            next_offset = page.nextOffset if page.hasMore else None
-            if next_offset is not None and next_offset <= offset:
-                raise PayloadError(
-                    f"GrowthBook pagination of {path} did not advance "
-                    f"(offset {offset} → {next_offset})",
-                    source=self.name,
-                )
-            offset = next_offset
+            offset = self._next_offset(path, page, offset)
+
+    async def _read_pages(
+        self,
+        path: str,
+        model: type[_P],
+        read: Callable[[_P], Awaitable[_T]],
+        deliver: Callable[[_T], Awaitable[None]],
+    ) -> None:
+        """Every page of a paginated list endpoint, each `read` as it arrives and handed to
+        `deliver` in order.
+
+        The first page says how many items there are (`total`) and how far a page reaches
+        (`nextOffset`); the pages after it are then requested `pages_in_flight` at a time,
+        never more than that many ahead of `deliver`. Without a `total`, or past it (the list
+        grew meanwhile), page after page. The first failure propagates, once the other
+        requests are cancelled.
+        """
+        first = await self._get(path, model, params=self._page_params(path, 0))
+        await deliver(await read(first))
+        offset = self._next_offset(path, first, 0)
+        if offset is not None and first.total is not None:
+            offset = await self._read_ahead(
+                path, model, read, deliver, range(offset, first.total, offset)
+            )
+        async for page in self._pages(path, model, offset=offset):
+            await deliver(await read(page))
+
+    async def _read_ahead(
+        self,
+        path: str,
+        model: type[_P],
+        read: Callable[[_P], Awaitable[_T]],
+        deliver: Callable[[_T], Awaitable[None]],
+        offsets: range,
+    ) -> int | None:
+        """The pages at `offsets`, requested concurrently and delivered in order; returns
+        where the page after the last one starts (None: there is none)."""
+        if not offsets:
+            return offsets.start
+        read_pages: dict[int, _T] = {}
+        arrived = [anyio.Event() for _ in offsets]
+        window = anyio.Semaphore(self._pages_in_flight)
+        failures: list[SourceError] = []
+        after_last: int | None = None
+
+        async def fetch(index: int, scope: anyio.CancelScope) -> None:
+            nonlocal after_last
+            try:
+                page = await self._get(path, model, params=self._page_params(path, offsets[index]))
+                read_pages[index] = await read(page)
+                if index == len(offsets) - 1:
+                    after_last = self._next_offset(path, page, offsets[index])
+            except SourceError as exc:
+                failures.append(exc)  # raised below, once every request is stopped
+                scope.cancel()
+            arrived[index].set()
+
+        async def start_requests(tg: TaskGroup) -> None:
+            for index in range(len(offsets)):
+                await window.acquire()  # released as each page is delivered
+                tg.start_soon(fetch, index, tg.cancel_scope)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start_requests, tg)
+            for index in range(len(offsets)):
+                await arrived[index].wait()
+                if index not in read_pages:
+                    break  # its request failed, and every other one is being cancelled
+                await deliver(read_pages.pop(index))
+                window.release()
+        if failures:
+            raise failures[0]
+        return after_last
+
+    def _page_params(self, path: str, offset: int) -> dict[str, str | int]:
+        params: dict[str, str | int] = {"limit": self._page_size, "offset": offset}
+        if self._status and path != "/metrics" and path != "/fact-metrics":
+            params["status"] = self._status
+        if self._project:
+            params["projectId"] = self._project
+        return params
+
+    def _next_offset(self, path: str, page: _GBPage, offset: int) -> int | None:
+        """Where the page after `page` (read at `offset`) starts; None after the last."""
+        next_offset = page.nextOffset if page.hasMore else None
+        if next_offset is not None and next_offset <= offset:
+            raise PayloadError(
+                f"GrowthBook pagination of {path} did not advance "
+                f"(offset {offset} → {next_offset})",
+                source=self.name,
+            )
+        return next_offset
 
     async def _get(
         self,

@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict
 
 from store import (
@@ -87,12 +88,15 @@ class Source(Protocol):
 
 @runtime_checkable
 class PortfolioSource(Protocol):
-    """A source that reads the latest results of many experiments per request, page by page
-    (so memory holds one page, whatever the size of the portfolio)."""
+    """A source that reads the latest results of many experiments per request: it sends them
+    to `pages` page by page, in order, and closes it (so memory holds a few pages, whatever
+    the size of the portfolio)."""
 
-    def portfolio(
-        self, experiments: Mapping[str, Experiment]
-    ) -> AsyncIterator[dict[str, Snapshot | PayloadError]]: ...
+    async def read_portfolio(
+        self,
+        experiments: Mapping[str, Experiment],
+        pages: MemoryObjectSendStream[dict[str, Snapshot | PayloadError]],
+    ) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -474,27 +478,33 @@ class Supervisor:
         pages_out, pages_in = anyio.create_memory_object_stream[dict[str, Snapshot | PayloadError]](
             1
         )
+        failures: list[SourceError] = []
 
         async def read_pages() -> None:
-            # Reads the next page while the previous one is being recorded.
-            async with pages_out:
-                async for page in source.portfolio(dict(listed_due)):
-                    await pages_out.send(page)
+            # Reads the next pages while the previous one is being recorded.
+            async with pages_out:  # the source closes it too; a failed read must not hang us
+                try:
+                    await source.read_portfolio(dict(listed_due), pages_out)
+                except SourceError as exc:
+                    failures.append(exc)  # raised below, outside the task group
 
         try:
-            async with rt.breaker.call(), anyio.create_task_group() as tg, pages_in:
-                tg.start_soon(read_pages)
-                async for page in pages_in:
-                    polls: list[tuple[Experiment, Experiment, Snapshot | None]] = []
-                    for experiment_id, found in page.items():
-                        experiment = listed_due.pop(experiment_id, None)
-                        if experiment is None:
-                            continue  # not due: unchanged, or not watched
-                        if isinstance(found, PayloadError):
-                            await self._failed(rt, experiment_id, found, report)
-                        else:
-                            polls.append((experiment, experiment, found))
-                    await self._record_many(rt, polls, report)
+            async with rt.breaker.call():
+                async with anyio.create_task_group() as tg, pages_in:
+                    tg.start_soon(read_pages)
+                    async for page in pages_in:
+                        polls: list[tuple[Experiment, Experiment, Snapshot | None]] = []
+                        for experiment_id, found in page.items():
+                            experiment = listed_due.pop(experiment_id, None)
+                            if experiment is None:
+                                continue  # not due: unchanged, or not watched
+                            if isinstance(found, PayloadError):
+                                await self._failed(rt, experiment_id, found, report)
+                            else:
+                                polls.append((experiment, experiment, found))
+                        await self._record_many(rt, polls, report)
+                if failures:
+                    raise failures[0]
             no_results = [(e, e, None) for e in listed_due.values()]
             listed_due.clear()
             await self._record_many(rt, no_results, report)

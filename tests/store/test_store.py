@@ -2,15 +2,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import pytest
 
 from store import (
+    Detection,
     Event,
     EventKind,
     Experiment,
     MetricResult,
+    PollOutcome,
     Snapshot,
     Store,
     StoreError,
@@ -18,6 +21,7 @@ from store import (
     Variation,
     VariationResult,
     Verdict,
+    sqlite_url,
 )
 
 pytestmark = pytest.mark.anyio
@@ -165,6 +169,119 @@ async def test_a_batch_of_polls_is_recorded_as_one_transaction(store: Store) -> 
     )
     assert [o.is_new_snapshot for o in again] == [False, False]
     assert await store.snapshot_count() == 2
+
+
+class AssessingDetector:
+    """Like the watcher's detector: events on every call, and new results stored with an
+    assessment the platform's content hash does not cover."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Experiment | None, Experiment, Snapshot | None, Snapshot | None]]
+        self.calls = []
+
+    def __call__(
+        self,
+        *,
+        before: Experiment | None,
+        after: Experiment,
+        previous: Snapshot | None,
+        current: Snapshot | None,
+    ) -> Detection:
+        self.calls.append((before, after, previous, current))
+        is_new = current is not None and current is not previous
+        kind = EventKind.SIGNIFICANCE_CHANGED if is_new else EventKind.STATUS_CHANGED
+        event = Event(
+            kind=kind, source=after.source, experiment_id=after.experiment_id, occurred_at=WHEN
+        )
+        if current is None or not is_new:
+            return Detection(events=(event,))
+        assessed = current.model_copy(update={"engine": f"assessed {current.total_users:g}"})
+        return Detection(events=(event, event), snapshot=assessed)
+
+
+def poll(
+    experiment_id: str, users: float | None = None, *, status: str = "running"
+) -> tuple[Experiment, Snapshot | None]:
+    experiment = EXPERIMENT.model_copy(update={"experiment_id": experiment_id, "status": status})
+    if users is None:
+        return experiment, None
+    return experiment, snapshot(users, 0.5).model_copy(update={"experiment_id": experiment_id})
+
+
+async def test_a_mixed_page_recorded_at_once_equals_recording_it_poll_by_poll(
+    store: Store, tmp_path: Path
+) -> None:
+    """New experiments, unchanged and changed results, a changed experiment, experiments
+    without results and one experiment twice, in one record_polls call: the detector sees,
+    the outcomes say and the store keeps exactly what record_poll one by one gives."""
+    history = [poll("exp_changed", 100), poll("exp_same", 100), poll("exp_stops", 100)]
+    history.append(poll("exp_waiting"))
+    first_results = snapshot(50, 0.5).model_copy(update={"experiment_id": "exp_new"})
+    page = [
+        (poll("exp_new")[0], first_results),
+        poll("exp_same", 100),  # unchanged: no snapshot, no detector
+        poll("exp_changed", 200),
+        poll("exp_stops", 100, status="stopped"),  # same results, changed experiment
+        poll("exp_waiting"),
+        poll("exp_fresh"),  # first sight, no results yet
+        poll("exp_changed", 300),  # twice in one call: sees the poll before it
+    ]
+    reference = await Store.open(sqlite_url(tmp_path / "one_by_one.db"))
+    try:
+        one_by_one, at_once = AssessingDetector(), AssessingDetector()
+        for experiment, results in history:
+            await reference.record_poll(experiment, results, detect=one_by_one)
+            await store.record_poll(experiment, results, detect=at_once)
+        expected = [
+            await reference.record_poll(experiment, results, detect=one_by_one)
+            for experiment, results in page
+        ]
+        outcomes = await store.record_polls(page, detect=at_once)
+
+        assert at_once.calls == one_by_one.calls
+        assert [shape(o) for o in outcomes] == [shape(o) for o in expected]
+        ids = [e.id for o in outcomes for e in o.events]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        for experiment_id in {experiment.experiment_id for experiment, _ in history + page}:
+            assert await kept(store, experiment_id) == await kept(reference, experiment_id)
+        assert (await kept(store, "exp_new"))[1:5] == (
+            first_results.model_copy(update={"engine": "assessed 100"}),
+            first_results.content_hash(),
+            1,
+            [50],
+        )
+        assert (await kept(store, "exp_changed"))[3:5] == (3, [100, 200, 300])
+        assert (await kept(store, "exp_fresh"))[1:5] == (None, None, 0, [])
+        assert [(e.kind, e.experiment_id) for e in await store.events_after(0)] == [
+            (e.kind, e.experiment_id) for e in await reference.events_after(0)
+        ]
+    finally:
+        await reference.aclose()
+
+
+def shape(outcome: PollOutcome) -> tuple[bool, bool, list[tuple[EventKind, bool]]]:
+    """An outcome without its ids: a new snapshot or not, one or not, and each event's kind
+    and whether it points at the outcome's snapshot."""
+    return (
+        outcome.is_new_snapshot,
+        outcome.snapshot_id is None,
+        [(e.kind, e.snapshot_id == outcome.snapshot_id) for e in outcome.events],
+    )
+
+
+async def kept(store: Store, experiment_id: str) -> tuple[object, ...]:
+    """What the store holds of one experiment, without ids and times."""
+    experiment, latest = await store.current(experiment_id)
+    history = await store.metric_history(experiment_id, "met_conv", "v1")
+    [state] = [s for s in (await store.watch_states("gb")).values() if s.experiment == experiment]
+    return (
+        experiment,
+        latest.snapshot if latest else None,
+        latest.content_hash if latest else None,
+        await store.snapshot_count(experiment_id),
+        [p.users for p in history],
+        state.last_checked_at is not None,
+    )
 
 
 async def test_a_waiting_consumer_wakes_as_soon_as_events_are_committed(store: Store) -> None:

@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -15,6 +16,7 @@ from store import (
     ExperimentNotFound,
     MetricRole,
     PayloadError,
+    Snapshot,
     SourceRejected,
     Verdict,
 )
@@ -323,12 +325,16 @@ async def test_the_portfolio_endpoint_reads_nulls_and_isolates_a_bad_item() -> N
             },
         )
 
-    async with recorded({"/experiments/results": portfolio}) as client:
-        found = {
-            experiment_id: result
-            async for page in source(client).portfolio({"exp_significance": experiment()})
-            for experiment_id, result in page.items()
-        }
+    found: dict[str, Snapshot | PayloadError] = {}
+    pages_out, pages_in = anyio.create_memory_object_stream[dict[str, Snapshot | PayloadError]]()
+    async with (
+        recorded({"/experiments/results": portfolio}) as client,
+        anyio.create_task_group() as tg,
+        pages_in,
+    ):
+        tg.start_soon(source(client).read_portfolio, {"exp_significance": experiment()}, pages_out)
+        async for page in pages_in:
+            found.update(page)
     assert set(found) == {"exp_significance", "exp_broken"}
     good = found["exp_significance"]
     assert not isinstance(good, PayloadError)

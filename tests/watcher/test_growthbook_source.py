@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+import anyio
 import httpx
 import pytest
 
@@ -12,6 +15,7 @@ from watcher import GrowthBookSource
 pytestmark = pytest.mark.anyio
 
 BASE = "http://gb.test"
+Json = dict[str, Any]
 
 
 def source(client: httpx.AsyncClient, **options: object) -> GrowthBookSource:
@@ -129,3 +133,81 @@ async def test_a_payload_of_the_wrong_shape_is_a_payload_error() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(drifted)) as client:
         with pytest.raises(PayloadError, match="experiments"):
             await source(client).list_experiments()
+
+
+def listed(experiment_ids: list[str], *, offset: int, total: int, limit: int = 1) -> Json:
+    """A page of GET /experiments with GrowthBook's pagination fields."""
+    return {
+        "experiments": [
+            {
+                "id": experiment_id,
+                "name": experiment_id,
+                "status": "running",
+                "dateUpdated": "2026-01-05T00:00:00.000Z",
+                "variations": [],
+            }
+            for experiment_id in experiment_ids
+        ],
+        "limit": limit,
+        "offset": offset,
+        "count": len(experiment_ids),
+        "total": total,
+        "hasMore": offset + limit < total,
+        "nextOffset": offset + limit if offset + limit < total else None,
+    }
+
+
+async def test_listing_reads_pages_a_few_at_a_time_and_keeps_their_order() -> None:
+    """After the first page, up to `pages_in_flight` pages are requested together (never
+    more), and the experiments come back in the platform's order."""
+    in_flight = max_in_flight = 0
+    window_full = anyio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, max_in_flight
+        offset = int(request.url.params["offset"])
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        if offset > 0 and in_flight == 3:
+            window_full.set()
+        if offset > 0:
+            await window_full.wait()  # answers only once three requests are waiting
+        in_flight -= 1
+        return httpx.Response(200, json=listed([f"exp_{offset}"], offset=offset, total=7))
+
+    with anyio.fail_after(5):
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            found = await source(
+                client, status=None, page_size=1, pages_in_flight=3
+            ).list_experiments()
+    assert [e.experiment_id for e in found] == [f"exp_{offset}" for offset in range(7)]
+    assert max_in_flight == 3
+
+
+async def test_a_failing_page_fails_the_listing_with_its_own_error() -> None:
+    """One page answering 503 while others are in flight: the listing raises that page's
+    SourceUnavailable (not a group of errors), as a sequential read would."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        if offset == 3:
+            return httpx.Response(503, json={"message": "busy"})
+        return httpx.Response(200, json=listed([f"exp_{offset}"], offset=offset, total=6))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(SourceUnavailable, match="503"):
+            await source(client, status=None, page_size=1).list_experiments()
+
+
+async def test_a_list_that_grew_while_paging_is_read_to_its_end() -> None:
+    """The first page counted two experiments; by the second page there are three: the
+    listing follows `nextOffset` past the first count and misses none."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        total = 2 if offset == 0 else 3
+        return httpx.Response(200, json=listed([f"exp_{offset}"], offset=offset, total=total))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        found = await source(client, status=None, page_size=1).list_experiments()
+    assert [e.experiment_id for e in found] == ["exp_0", "exp_1", "exp_2"]

@@ -142,6 +142,21 @@ async def test_many_changed_experiments_are_read_through_the_portfolio_endpoint(
     assert await rig.store.snapshot_count("exp_pricing_page") == 1
 
 
+async def test_a_failed_portfolio_read_falls_back_to_one_request_per_experiment(
+    rig: Rig,
+) -> None:
+    """The portfolio endpoint failing (503 on every attempt): the cycle does not fail; the
+    due experiments are fetched one by one and recorded."""
+    supervisor = rig.supervisor(policy=SourcePolicy())
+    at_refresh(rig.clock, rig.scenario, 2)
+    rig.faults.add(StatusFault(503), path=PORTFOLIO)
+    report = await supervisor.poll_once()
+    assert report.fetched == 2 and report.errors == []
+    assert rig.results_requests() == 3 + 2  # three portfolio attempts, then one each
+    assert await rig.store.snapshot_count("exp_checkout_redesign") == 1
+    assert await rig.store.snapshot_count("exp_pricing_page") == 1
+
+
 async def test_the_rate_budget_is_never_exceeded(rig: Rig) -> None:
     """Six requests a minute, cycles every ten seconds for ten minutes of the simulator's
     clock: no sixty-second window holds more than six requests, and nothing is refused."""
