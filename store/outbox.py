@@ -13,8 +13,8 @@ Rows the rules hold back (rate limits) are kept as `suppressed`, with the reason
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -209,7 +209,7 @@ class Outbox:
         t = schema.alert_outbox
         now = self._clock()
         async with self._database.write() as conn:
-            before = list(await conn.execute(select(t).where(t.c.id.in_(ids))))
+            before = [_delivery(r) for r in await conn.execute(select(t).where(t.c.id.in_(ids)))]
             await conn.execute(
                 update(t)
                 .where(t.c.id.in_(ids))
@@ -219,11 +219,16 @@ class Outbox:
                     last_attempt_at=now,
                 )
             )
-            after = {r.id: r for r in await conn.execute(select(t).where(t.c.id.in_(ids)))}
         return sorted(
             (
-                _delivery(after[r.id], possible_duplicate=r.status == DeliveryStatus.SENDING.value)
-                for r in before
+                replace(
+                    d,
+                    status=DeliveryStatus.SENDING,
+                    attempts=d.attempts + 1,
+                    last_attempt_at=now,
+                    possible_duplicate=d.status is DeliveryStatus.SENDING,
+                )
+                for d in before
             ),
             key=lambda d: d.event_id,
         )
@@ -346,24 +351,16 @@ class Outbox:
             by_target: dict[str, dict[str, int]] = {}
             for target, status, count in counts:
                 by_target.setdefault(target, {})[status] = int(count)
-            time_rows = {r[0]: (r[1], r[2]) for r in times}
+            # min/max keep the column's type: aware UTC datetimes on every dialect.
+            time_rows = {target: (oldest, last) for target, oldest, last in times}
             error_rows = {r[0]: r[1] for r in last_errors}
         return [
             TargetSummary(
                 target=name,
                 counts={s.value: by_target[name].get(s.value, 0) for s in DeliveryStatus},
-                oldest_pending_at=_aware(time_rows.get(name, (None, None))[0]),
-                last_delivered_at=_aware(time_rows.get(name, (None, None))[1]),
+                oldest_pending_at=time_rows[name][0],
+                last_delivered_at=time_rows[name][1],
                 last_error=error_rows.get(name),
             )
             for name in sorted(by_target)
         ]
-
-
-def _aware(value: object) -> datetime | None:
-    """Aggregates bypass the column type on SQLite: restore the UTC datetime."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
