@@ -198,15 +198,14 @@ class AlertDispatcher:
         return position
 
     async def route_pending(self) -> int:
-        """Route the events after the router's cursor; returns how many rows were added."""
+        """Route the events after the router's cursor; returns the position reached."""
         position = await self.start_cursor()
-        added = 0
         while events := await self._store.events_after(position, limit=500):
-            added += await self._route(events)
+            await self._route(events)
             position = events[-1].id or position
-        return added
+        return position
 
-    async def _route(self, events: Sequence[Event]) -> int:
+    async def _route(self, events: Sequence[Event]) -> None:
         now = self._outbox.now()
         since = now - HOUR
         experiments: dict[str, Experiment | None] = {}
@@ -258,10 +257,9 @@ class AlertDispatcher:
                 )
         last = events[-1].id
         assert last is not None
-        added = await self._outbox.route(deliveries, cursor=ROUTER_CURSOR, position=last)
+        await self._outbox.route(deliveries, cursor=ROUTER_CURSOR, position=last)
         for name in {d.target for d in deliveries}:
             self._wake[name].set()
-        return added
 
     async def _experiment(
         self, event: Event, cache: dict[str, Experiment | None]
@@ -276,19 +274,21 @@ class AlertDispatcher:
                 cache[event.experiment_id] = None
         return cache[event.experiment_id]
 
+    async def _pause(self, what: str, exc: StoreError, backoff: float) -> float:
+        """The database is locked, full or read-only: nothing was half-written (one
+        transaction per step), so wait and let the caller try again; the next backoff."""
+        logger.error("%s paused: %s; retrying in %.0f s", what, exc, backoff)
+        await anyio.sleep(backoff)
+        return min(backoff * 2, 60.0)
+
     async def _run_router(self) -> None:
         backoff = self.poll_interval_seconds
         while True:
             try:
-                await self.route_pending()
-                position = await self._store.cursor(ROUTER_CURSOR) or 0
+                position = await self.route_pending()
                 backoff = self.poll_interval_seconds
             except StoreError as exc:
-                # The database is locked, full or read-only: nothing was half-written (one
-                # transaction per batch); try again once it may have cleared.
-                logger.error("alert routing paused: %s; retrying in %.0f s", exc, backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = await self._pause("alert routing", exc, backoff)
                 continue
             await self._store.wait_for_events(
                 position, poll_interval_seconds=self.poll_interval_seconds
@@ -405,11 +405,7 @@ class AlertDispatcher:
             except StoreError as exc:
                 # A confirmed send whose mark failed stays `sending`: it goes out once more,
                 # flagged as a possible duplicate, when the database is writable again.
-                logger.error(
-                    "alerts to %s paused: %s; retrying in %.0f s", target.name, exc, backoff
-                )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = await self._pause(f"alerts to {target.name}", exc, backoff)
                 continue
             wait = self.poll_interval_seconds * 30
             if next_due is not None:
