@@ -50,10 +50,8 @@ def alert_targets(settings: Settings) -> list[AlertTarget]:
 def _apprise_config_targets(settings: Settings) -> list[AlertTarget]:
     """Targets of an Apprise YAML/TEXT config file. Each is named by its service and a
     digest of its URL, so its outbox rows survive reordering the file."""
-    path = settings.alerts.apprise_config
-    assert path is not None
-    if not path.is_absolute() and settings.config_path is not None:
-        path = settings.config_path.parent / path
+    assert settings.alerts.apprise_config is not None
+    path = settings.resolve(settings.alerts.apprise_config)
     problem = _unreadable(path)
     if problem:
         raise ConfigError(

@@ -254,24 +254,20 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.store.url:
             return self.store.url
-        path = self.store.path
-        if not path.is_absolute() and self.config_path is not None:
-            path = self.config_path.parent / path
-        return f"sqlite+aiosqlite:///{path}"
+        return f"sqlite+aiosqlite:///{self.resolve(self.store.path)}"
 
-    def ca_bundle_path(self) -> Path | None:
-        """[watcher] ca_bundle, a relative path taken relative to the config file."""
-        path = self.watcher.ca_bundle
-        if path is not None and not path.is_absolute() and self.config_path is not None:
-            path = self.config_path.parent / path
+    def resolve(self, path: Path) -> Path:
+        """A path from the settings: a relative one is relative to the config file."""
+        if not path.is_absolute() and self.config_path is not None:
+            return self.config_path.parent / path
         return path
 
     def upstream_ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context that verifies upstream servers against [watcher] ca_bundle; None
         when it is not set (the HTTP client's default CAs apply). Verification is never off."""
-        path = self.ca_bundle_path()
-        if path is None:
+        if self.watcher.ca_bundle is None:
             return None
+        path = self.resolve(self.watcher.ca_bundle)
         where = str(self.config_path) if self.config_path else "environment (EXPWATCH_…)"
         try:
             return ssl.create_default_context(cafile=path)
