@@ -35,9 +35,9 @@ from store import (
 from .budget import RateBudget
 from .upstream import (
     NO_RETRY,
+    HttpSource,
     RetryPolicy,
     error_message,
-    get_model,
     status_error,
     summarize_validation,
 )
@@ -198,15 +198,15 @@ class _GBMetricList(_GBPage):
     factMetrics: list[_GBMetricDefinition] = []
 
 
-_M = TypeVar("_M", bound=BaseModel)
 _P = TypeVar("_P", bound=_GBPage)
 _T = TypeVar("_T")
 
 
-class GrowthBookSource:
+class GrowthBookSource(HttpSource):
     """One GrowthBook organisation reached with one API key."""
 
     kind = "growthbook"
+    platform = "GrowthBook"
 
     def __init__(
         self,
@@ -224,14 +224,17 @@ class GrowthBookSource:
         budget: RateBudget | None = None,
         retry: RetryPolicy = NO_RETRY,
     ) -> None:
-        self.name = name
-        self.request_timeout_seconds = request_timeout_seconds
-        self.budget = budget
-        """Shared by every request of this source; None: unlimited."""
-        self.retry = retry
-        self._api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
-        self._headers = {"Authorization": f"Bearer {api_key}"}
-        self._client = client
+        api = base_url.rstrip("/").removesuffix("/api") + "/api/v1"
+        super().__init__(
+            name=name,
+            client=client,
+            api=api,
+            where=api,
+            headers={"Authorization": f"Bearer {api_key}"},
+            request_timeout_seconds=request_timeout_seconds,
+            budget=budget,
+            retry=retry,
+        )
         self._status = status
         self._project = project
         self._ui_url = ui_url.rstrip("/") if ui_url else None
@@ -445,31 +448,6 @@ class GrowthBookSource:
                 source=self.name,
             )
         return next_offset
-
-    async def _get(
-        self,
-        path: str,
-        model: type[_M],
-        *,
-        params: dict[str, str | int] | None = None,
-        experiment_id: str | None = None,
-    ) -> _M:
-        return await get_model(
-            self._client,
-            self._api + path,
-            model,
-            platform="GrowthBook",
-            source=self.name,
-            path=path,
-            where=self._api,
-            headers=self._headers,
-            check=lambda response: self._raise_for_status(response, path, experiment_id),
-            params=params,
-            experiment_id=experiment_id,
-            timeout_seconds=self.request_timeout_seconds,
-            budget=self.budget,
-            retry=self.retry,
-        )
 
     def _raise_for_status(
         self, response: httpx.Response, path: str, experiment_id: str | None

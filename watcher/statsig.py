@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import BaseModel
 
 from store import Experiment, PayloadError, Snapshot
 
@@ -33,7 +31,7 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
-from .upstream import NO_RETRY, RetryPolicy, error_message, get_model, status_error
+from .upstream import NO_RETRY, HttpSource, RetryPolicy, error_message, status_error
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -47,13 +45,11 @@ _SECRET_PATTERNS = (
 )
 
 
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class StatsigSource:
+class StatsigSource(HttpSource):
     """One Statsig project reached with one Console API key."""
 
     kind = "statsig"
+    platform = "Statsig"
 
     def __init__(
         self,
@@ -70,16 +66,18 @@ class StatsigSource:
         budget: RateBudget | None = None,
         retry: RetryPolicy = NO_RETRY,
     ) -> None:
-        self.name = name
-        self.request_timeout_seconds = request_timeout_seconds
-        self.budget = budget
-        """Shared by every request of this source; None: unlimited."""
-        self.retry = retry
         self._base = base_url.rstrip("/")
-        self._api = self._base + "/console/v1"
+        super().__init__(
+            name=name,
+            client=client,
+            api=self._base + "/console/v1",
+            where=self._base,
+            headers={"STATSIG-API-KEY": api_key, "STATSIG-API-VERSION": api_version},
+            request_timeout_seconds=request_timeout_seconds,
+            budget=budget,
+            retry=retry,
+        )
         self._api_key = api_key
-        self._headers = {"STATSIG-API-KEY": api_key, "STATSIG-API-VERSION": api_version}
-        self._client = client
         self._status = status
         self._ui_url = ui_url.rstrip("/") if ui_url else None
         self._page_size = page_size
@@ -163,31 +161,6 @@ class StatsigSource:
         return current, to_snapshot(payload, control, pulses, source=self.name, day=day)
 
     # -- HTTP -----------------------------------------------------------------------------
-
-    async def _get(
-        self,
-        path: str,
-        model: type[_M],
-        *,
-        params: dict[str, str | int] | None = None,
-        experiment_id: str | None = None,
-    ) -> _M:
-        return await get_model(
-            self._client,
-            self._api + path,
-            model,
-            platform="Statsig",
-            source=self.name,
-            path=path,
-            where=self._base,
-            headers=self._headers,
-            check=lambda response: self._raise_for_status(response, path, experiment_id),
-            params=params,
-            experiment_id=experiment_id,
-            timeout_seconds=self.request_timeout_seconds,
-            budget=self.budget,
-            retry=self.retry,
-        )
 
     def _raise_for_status(
         self, response: httpx.Response, path: str, experiment_id: str | None

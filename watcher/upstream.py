@@ -7,7 +7,7 @@ import difflib
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import stamina
@@ -116,6 +116,69 @@ async def get_model(
             source=source,
             experiment_id=experiment_id,
         ) from exc
+
+
+class HttpSource:
+    """What the platform clients share: their name, HTTP client, address and headers, the
+    source's rate budget, retry policy and request timeout, and `_get`, one budgeted,
+    retried, status-checked GET parsed into a model. Subclasses classify statuses in
+    `_raise_for_status`."""
+
+    platform: ClassVar[str]
+    """The platform's name in messages ("GrowthBook", "Statsig")."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        client: httpx.AsyncClient,
+        api: str,
+        where: str,
+        headers: Mapping[str, str],
+        request_timeout_seconds: float,
+        budget: RateBudget | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.name = name
+        self.request_timeout_seconds = request_timeout_seconds
+        self.budget = budget
+        """Shared by every request of this source; None: unlimited."""
+        self.retry = retry
+        self._client = client
+        self._api = api
+        self._where = where
+        """The platform's address in messages (never a URL with credentials)."""
+        self._headers = dict(headers)
+
+    async def _get(
+        self,
+        path: str,
+        model: type[M],
+        *,
+        params: dict[str, str | int] | None = None,
+        experiment_id: str | None = None,
+    ) -> M:
+        return await get_model(
+            self._client,
+            self._api + path,
+            model,
+            platform=self.platform,
+            source=self.name,
+            path=path,
+            where=self._where,
+            headers=self._headers,
+            check=lambda response: self._raise_for_status(response, path, experiment_id),
+            params=params,
+            experiment_id=experiment_id,
+            timeout_seconds=self.request_timeout_seconds,
+            budget=self.budget,
+            retry=self.retry,
+        )
+
+    def _raise_for_status(
+        self, response: httpx.Response, path: str, experiment_id: str | None
+    ) -> None:
+        raise NotImplementedError
 
 
 async def _get(
