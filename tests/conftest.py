@@ -14,6 +14,33 @@ from store import Store, sqlite_url
 POSTGRES_URL_ENV = "EXPWATCH_TEST_POSTGRES_URL"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the long variants (fault suites over more simulated time, more crashes)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: a long variant; runs only with --long")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with `pytest --long`")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under `pytest --long`: a test scales its work up (more crashes, more time)."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     """Pinned: SQLAlchemy's async layer, aiosqlite and Apprise are asyncio-only."""
