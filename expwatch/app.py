@@ -14,7 +14,6 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 from fastmcp import FastMCP
-from starlette.types import ASGIApp
 
 from alerts import AlertDispatcher, AppriseNotifier, Notifier
 from mcp_server import (
@@ -43,7 +42,7 @@ from watcher import (
 
 from .alerting import alert_policy, alert_targets
 from .config import Settings, StatsigSourceSettings
-from .http_auth import BearerAuth, check_exposure
+from .http_auth import check_exposure, guard_endpoint
 from .serving import serve_asgi
 
 logger = logging.getLogger(__name__)
@@ -102,9 +101,12 @@ class App:
             port = None
             if mcp_http is not None:
                 host, wanted = mcp_http
-                endpoint: ASGIApp = self.mcp.http_app()
-                if token is not None:
-                    endpoint = BearerAuth(endpoint, token=token)
+                endpoint = guard_endpoint(
+                    self.mcp.http_app(),
+                    host=host,
+                    token=token,
+                    allowed_origins=self.settings.mcp.allowed_origins,
+                )
                 port = await tg.start(
                     lambda task_status: serve_asgi(
                         endpoint, host=host, port=wanted, task_status=task_status

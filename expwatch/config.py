@@ -12,6 +12,7 @@ import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -204,6 +205,28 @@ class McpSettings(_Section):
         default=None,
         description="Bearer token every MCP HTTP request must carry; required off loopback",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) besides loopback ones allowed to call",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port] with nothing after"
+                )
+        return value
 
     @field_validator("auth_token")
     @classmethod

@@ -43,11 +43,15 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
 @asynccontextmanager
-async def mcp_endpoint(tmp_path: Path, *, token: str | None) -> AsyncIterator[str]:
+async def mcp_endpoint(
+    tmp_path: Path, *, token: str | None, allowed_origins: tuple[str, ...] = ()
+) -> AsyncIterator[str]:
     """expwatch's MCP endpoint on a loopback port (no sources), yielding its URL."""
     settings = Settings(
         store=StoreSettings(path=tmp_path / "auth.db"),
-        mcp=McpSettings(auth_token=SecretStr(token) if token else None),
+        mcp=McpSettings(
+            auth_token=SecretStr(token) if token else None, allowed_origins=list(allowed_origins)
+        ),
     )
     async with open_app(settings) as app, anyio.create_task_group() as tg:
         port = await tg.start(
@@ -254,3 +258,108 @@ async def test_a_websocket_without_the_token_is_closed_before_the_app_sees_it() 
     await guarded({"type": "websocket", "headers": headers}, receive, send)
     await guarded({"type": "lifespan"}, receive, send)
     assert reached == ["websocket", "lifespan"]
+
+
+INSPECTOR = "https://inspector.example.com"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["no-token", "token"])
+async def test_web_pages_of_other_origins_and_rebound_host_names_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, token: str | None
+) -> None:
+    """A page on another origin, or one reaching the loopback port through a DNS name it
+    re-pointed at 127.0.0.1, gets 403 before the server (or the token check) sees it, with
+    or without a token; loopback origins, configured origins and requests without an Origin
+    (every non-browser client) get through."""
+    caplog.set_level(logging.INFO)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    with anyio.fail_after(WAIT_SECONDS):
+        async with (
+            mcp_endpoint(tmp_path, token=token, allowed_origins=(INSPECTOR,)) as url,
+            httpx.AsyncClient(timeout=WAIT_SECONDS) as http,
+        ):
+            port = httpx.URL(url).port
+            refused = {
+                "evil origin": {"Origin": "https://evil.example"},
+                "null origin": {"Origin": "null"},
+                "look-alike": {"Origin": "http://localhost.evil.example"},
+                "rebound host": {"Host": f"attacker.example:{port}"},
+                "rebound host, loopback origin": {
+                    "Host": f"attacker.example:{port}",
+                    "Origin": f"http://127.0.0.1:{port}",
+                },
+            }
+            for name, headers in refused.items():
+                response = await http.post(
+                    url, json=INITIALIZE, headers=MCP_HEADERS | auth | headers
+                )
+                assert response.status_code == 403, name
+                assert response.json()["error"] == "forbidden", name
+            allowed = {
+                "no origin": {},
+                "loopback origin": {"Origin": "http://localhost:6274"},
+                "configured origin": {"Origin": INSPECTOR},
+                "ipv6 loopback host": {"Host": f"[::1]:{port}"},
+            }
+            for name, headers in allowed.items():
+                response = await http.post(
+                    url, json=INITIALIZE, headers=MCP_HEADERS | auth | headers
+                )
+                assert response.status_code == 200, (name, response.text)
+            # A refusal does not bypass the token: the right origin without it is still 401.
+            if token:
+                response = await http.post(
+                    url, json=INITIALIZE, headers=MCP_HEADERS | {"Origin": INSPECTOR}
+                )
+                assert response.status_code == 401
+    assert "origin 'https://evil.example' is not allowed" in caplog.text
+    assert "host 'attacker.example:" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_browser_preflight_from_an_allowed_origin_is_answered_without_the_token(
+    tmp_path: Path,
+) -> None:
+    """CORS: a preflight carries no Authorization header, so it is answered (allowing the
+    Authorization and MCP headers, exposing Mcp-Session-Id) before the token is checked;
+    the request that follows still needs the token. Other origins get no CORS answer."""
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+    }
+    with anyio.fail_after(WAIT_SECONDS):
+        async with (
+            mcp_endpoint(tmp_path, token=TOKEN, allowed_origins=(INSPECTOR,)) as url,
+            httpx.AsyncClient(timeout=WAIT_SECONDS) as http,
+        ):
+            answer = await http.options(url, headers={"Origin": INSPECTOR, **preflight})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["access-control-allow-origin"] == INSPECTOR
+            assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+            local = await http.options(
+                url, headers={"Origin": "http://127.0.0.1:6274", **preflight}
+            )
+            assert local.headers["access-control-allow-origin"] == "http://127.0.0.1:6274"
+            evil = await http.options(url, headers={"Origin": "https://evil.example", **preflight})
+            assert evil.status_code == 403
+            assert "access-control-allow-origin" not in evil.headers
+            response = await http.post(
+                url,
+                json=INITIALIZE,
+                headers=MCP_HEADERS | {"Origin": INSPECTOR, "Authorization": f"Bearer {TOKEN}"},
+            )
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == INSPECTOR
+            assert "mcp-session-id" in response.headers["access-control-expose-headers"].lower()
+
+
+@pytest.mark.parametrize(
+    "origin", ["inspector.example.com", "https://x.example/path", "ftp://x.example", "https://"]
+)
+def test_an_allowed_origin_must_be_scheme_host_and_port(tmp_path: Path, origin: str) -> None:
+    config = tmp_path / "expwatch.toml"
+    config.write_text(f"[mcp]\nallowed_origins = [{json.dumps(origin)}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "mcp.allowed_origins" in str(caught.value) and "is not an origin" in str(caught.value)
