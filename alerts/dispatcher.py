@@ -102,12 +102,23 @@ class AppriseNotifier:
                 timeout=self.timeout_seconds,
             )
         if scope.cancelled_caught:
-            raise DeliveryError(f"alert target {target.name!r} timed out")
+            raise DeliveryError(f"alert target {target.name!r} timed out", outcome_unknown=True)
         if not result:
             raise DeliveryError(
                 f"alert target {target.name!r} did not accept the message: "
-                + redact(_reason(result), target.url)
+                + redact(_reason(result), target.url),
+                outcome_unknown=_timed_out(result),
             )
+
+
+def _timed_out(result: Any) -> bool:
+    """Apprise stopped waiting for the target: it may have taken the message all the same."""
+    timeout = apprise.AppriseResultStatus.TIMEOUT
+    return getattr(result, "status", None) == timeout or any(
+        getattr(attempt, "status", None) == timeout
+        for service in getattr(result, "results", ())
+        for attempt in getattr(service, "attempts", ())
+    )
 
 
 def _reason(result: Any) -> str:
@@ -298,19 +309,18 @@ class AlertDispatcher:
 
     async def send_due(self, target: AlertTarget) -> int:
         """Send the rows of `target` that are due now, oldest first; returns how many were
-        confirmed. The first failure ends the pass and moves the target's other due rows to
-        the same retry time: a target that is down gets one attempt per backoff step."""
+        confirmed. The first failure ends the pass and moves all the target's waiting rows to
+        the same retry time (and the router routes new ones there too): a target that is
+        down gets one attempt per backoff step."""
         delivered = 0
         while due := await self._outbox.due(target.name):
             single = [d for d in due if not d.batched]
             batched = [d for d in due if d.batched]
             groups = [[d] for d in single] + ([batched] if batched else [])
-            for i, group in enumerate(groups):
+            for group in groups:
                 retry_at = await self._send_group(target, group)
                 if retry_at is not None:
-                    rest = [d.id for g in groups[i + 1 :] for d in g]
-                    if rest:
-                        await self._outbox.postpone(rest, at=retry_at)
+                    await self._outbox.postpone(target.name, at=retry_at)
                     return delivered
                 delivered += len(group)
         return delivered
@@ -334,17 +344,20 @@ class AlertDispatcher:
         retry_at: datetime | None = None
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + self.shutdown_grace_seconds
+            outcome_unknown = False
             try:
                 await self._notifier.send(target, message)
             except DeliveryError as exc:
-                error = str(exc)
+                error, outcome_unknown = str(exc), exc.outcome_unknown
             except Exception as exc:  # a notifier's own failure must not stop the dispatcher
                 logger.exception("alert target %s failed", target.name)
                 error = f"alert target {target.name!r} failed: {type(exc).__name__}"
             if error is None:
                 await self._outbox.delivered(ids)
             else:
-                retry_at = await self._failed(target, claimed, events, error)
+                retry_at = await self._failed(
+                    target, claimed, events, error, outcome_unknown=outcome_unknown
+                )
         if scope.cancelled_caught and error is None:
             logger.warning("alert delivery to %s cut off at shutdown", target.name)
         if error is None:
@@ -364,6 +377,8 @@ class AlertDispatcher:
         claimed: Sequence[Delivery],
         events: dict[int, Event],
         error: str,
+        *,
+        outcome_unknown: bool = False,
     ) -> datetime:
         """Retry the rows later, or give up on those too old; returns the retry time."""
         now = self._outbox.now()
@@ -390,7 +405,9 @@ class AlertDispatcher:
         retry_at = now + timedelta(seconds=delay)
         retrying = [d.id for d in claimed if d not in expired]
         if retrying:
-            await self._outbox.retry(retrying, error=error, at=retry_at)
+            await self._outbox.retry(
+                retrying, error=error, at=retry_at, outcome_unknown=outcome_unknown
+            )
             logger.warning("%s; retrying in %.0f s", error, delay)
         return retry_at
 

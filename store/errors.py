@@ -106,7 +106,12 @@ class StoreError(ExpwatchError):
 
 
 class DeliveryError(ExpwatchError):
-    """An alert could not be delivered to a target."""
+    """An alert could not be delivered to a target. `outcome_unknown`: the target did not
+    answer in time, so it may have received the alert all the same."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class UnknownExperiment(ExpwatchError):

@@ -105,6 +105,10 @@ def _delivery(row: Row[Any], *, possible_duplicate: bool = False) -> Delivery:
     )
 
 
+_WAITING = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+"""Rows still to be sent: new, failed and waiting for a retry, or cut off mid-send."""
+
+
 def _reason(text: str | None) -> str | None:
     return text[:1000] if text else None
 
@@ -142,6 +146,21 @@ class Outbox:
         added = 0
         async with self._database.write() as conn:
             if deliveries:
+                # A target in backoff (rows that failed, waiting for their retry) gets its
+                # new rows at that retry too: one attempt per backoff step, however many
+                # events arrive meanwhile.
+                retry_at = {
+                    r.target: r.due_at
+                    for r in await conn.execute(
+                        select(t.c.target, func.max(t.c.due_at).label("due_at"))
+                        .where(
+                            t.c.target.in_({d.target for d in deliveries}),
+                            t.c.status.in_(_WAITING),
+                            t.c.attempts > 0,
+                        )
+                        .group_by(t.c.target)
+                    )
+                }
                 existing = {
                     (r.event_id, r.target)
                     for r in await conn.execute(
@@ -165,7 +184,7 @@ class Outbox:
                         "attempts": 0,
                         "reason": _reason(d.suppressed_reason),
                         "created_at": now,
-                        "due_at": d.due_at,
+                        "due_at": max(d.due_at, retry_at.get(d.target, d.due_at)),
                     }
                     for d in deliveries
                     if (d.event_id, d.target) not in existing
@@ -183,7 +202,7 @@ class Outbox:
             select(t)
             .where(
                 t.c.target == target,
-                t.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]),
+                t.c.status.in_(_WAITING),
                 t.c.due_at <= self._clock(),
             )
             .order_by(t.c.event_id)
@@ -197,7 +216,7 @@ class Outbox:
         t = schema.alert_outbox
         query = select(func.min(t.c.due_at)).where(
             t.c.target == target,
-            t.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]),
+            t.c.status.in_(_WAITING),
         )
         async with self._database.read() as conn:
             value = await conn.scalar(query)
@@ -245,23 +264,30 @@ class Outbox:
                 )
             )
 
-    async def retry(self, ids: Sequence[int], *, error: str, at: datetime) -> None:
-        """An attempt failed: try again at `at`."""
+    async def retry(
+        self, ids: Sequence[int], *, error: str, at: datetime, outcome_unknown: bool = False
+    ) -> None:
+        """An attempt failed: try again at `at`. With `outcome_unknown` (the target did not
+        answer in time) the rows stay `sending`, so the next attempt is flagged as a
+        possible duplicate."""
         t = schema.alert_outbox
+        status = DeliveryStatus.SENDING if outcome_unknown else DeliveryStatus.PENDING
         async with self._database.write() as conn:
             await conn.execute(
                 update(t)
                 .where(t.c.id.in_(ids))
-                .values(status=DeliveryStatus.PENDING.value, due_at=at, reason=_reason(error))
+                .values(status=status.value, due_at=at, reason=_reason(error))
             )
 
-    async def postpone(self, ids: Sequence[int], *, at: datetime) -> None:
-        """Move waiting rows to `at` without counting an attempt (their target is failing)."""
+    async def postpone(self, target: str, *, at: datetime) -> None:
+        """Move every waiting row of `target` due before `at` to `at`, without counting an
+        attempt: the target is failing, and its next attempt is at `at`. Rows due later (a
+        digest window, quiet hours) keep their time."""
         t = schema.alert_outbox
         async with self._database.write() as conn:
             await conn.execute(
                 update(t)
-                .where(t.c.id.in_(ids), t.c.status == DeliveryStatus.PENDING.value)
+                .where(t.c.target == target, t.c.status.in_(_WAITING), t.c.due_at < at)
                 .values(due_at=at)
             )
 

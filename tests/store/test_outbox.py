@@ -71,3 +71,35 @@ async def test_claims_count_attempts_and_flag_a_send_never_confirmed(store: Stor
     assert done.status is DeliveryStatus.DELIVERED and done.delivered_at is not None
     [summary] = await store.outbox.summary()
     assert summary.counts["delivered"] == 1 and summary.last_delivered_at == done.delivered_at
+
+
+async def test_a_failing_target_keeps_one_retry_time_for_old_and_new_rows(store: Store) -> None:
+    """After a failed attempt every waiting row of the target moves to its retry time
+    (rows due later, like a digest's, keep theirs); new rows routed meanwhile join the
+    retry instead of going out at once; an attempt whose outcome is unknown (a timeout)
+    comes back flagged as a possible duplicate."""
+    a, b, c, d = await store.record_events([event(f"exp_{x}") for x in "abcd"])
+    now = store.outbox.now()
+    later = now + timedelta(hours=2)
+    retry_at = now + timedelta(minutes=5)
+    await store.outbox.route(
+        [
+            NewDelivery(a.id or 0, "hook", "exp_a", "critical", now),
+            NewDelivery(b.id or 0, "hook", "exp_b", "critical", now),
+            NewDelivery(c.id or 0, "hook", "exp_c", "info", later, batched=True),
+        ],
+        cursor="r",
+        position=c.id or 0,
+    )
+    [first] = await store.outbox.claim([(await store.outbox.due("hook"))[0].id])
+    await store.outbox.retry([first.id], error="timed out", at=retry_at, outcome_unknown=True)
+    await store.outbox.postpone("hook", at=retry_at)
+    assert await store.outbox.due("hook") == []
+    await store.outbox.route(
+        [NewDelivery(d.id or 0, "hook", "exp_d", "critical", now)], cursor="r", position=d.id or 0
+    )
+    assert await store.outbox.due("hook") == []
+    waiting = {r.event_id: r.due_at for r in await store.outbox.deliveries(target="hook")}
+    assert waiting == {a.id: retry_at, b.id: retry_at, c.id: later, d.id: retry_at}
+    [again] = await store.outbox.claim([first.id])
+    assert again.possible_duplicate and again.attempts == 2
