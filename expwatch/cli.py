@@ -202,6 +202,7 @@ def prune(config_path: Path | None, older_than_days: float | None, vacuum: bool)
 
 
 from .cli_alerts import alerts  # noqa: E402
+from .cli_completion import completion  # noqa: E402
 from .cli_store import events, history, status, unwatch, watch  # noqa: E402
 
 main.add_command(status)
@@ -210,3 +211,4 @@ main.add_command(history)
 main.add_command(watch)
 main.add_command(unwatch)
 main.add_command(alerts)
+main.add_command(completion)
