@@ -287,8 +287,9 @@ class AlertDispatcher:
 
     async def _pause(self, what: str, exc: StoreError, backoff: float) -> float:
         """The database is locked, full or read-only: nothing was half-written (one
-        transaction per step), so wait and let the caller try again; the next backoff."""
-        logger.error("%s paused: %s; retrying in %.0f s", what, exc, backoff)
+        transaction per step), so wait and let the caller try again; the next backoff.
+        The store's health logs it once per outage and shows it in the status."""
+        self._store.health.failed(what, exc, retry_in_seconds=backoff)
         await anyio.sleep(backoff)
         return min(backoff * 2, 60.0)
 
@@ -297,13 +298,13 @@ class AlertDispatcher:
         while True:
             try:
                 position = await self.route_pending()
+                self._store.health.recovered("alert routing")
                 backoff = self.poll_interval_seconds
+                await self._store.wait_for_events(
+                    position, poll_interval_seconds=self.poll_interval_seconds
+                )
             except StoreError as exc:
                 backoff = await self._pause("alert routing", exc, backoff)
-                continue
-            await self._store.wait_for_events(
-                position, poll_interval_seconds=self.poll_interval_seconds
-            )
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -418,6 +419,7 @@ class AlertDispatcher:
             try:
                 await self.send_due(target)
                 next_due = await self._outbox.next_due_at(target.name)
+                self._store.health.recovered(f"alerts to {target.name}")
                 backoff = self.poll_interval_seconds
             except StoreError as exc:
                 # A confirmed send whose mark failed stays `sending`: it goes out once more,

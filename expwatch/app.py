@@ -24,7 +24,7 @@ from mcp_server import (
     ServerOptions,
     build_server,
 )
-from store import Store
+from store import Store, StoreError
 from watcher import (
     Clock,
     CycleReport,
@@ -47,6 +47,9 @@ from .serving import serve_asgi
 
 logger = logging.getLogger(__name__)
 
+PRUNE_RETRY_SECONDS = 60.0
+"""First retry of a prune the database failed; doubles up to the prune interval."""
+
 
 @dataclass
 class App:
@@ -64,6 +67,7 @@ class App:
 
     async def run_once(self) -> None:
         """One poll cycle, then deliver the alerts it raised."""
+        await self.store.database.check_writable()
         await self.dispatcher.start_cursor()
         report = await self.supervisor.poll_once()
         logger.info("poll cycle: %s", report.summary())
@@ -82,10 +86,13 @@ class App:
         HTTP port (or None) when everything has started.
 
         Raises ConfigError before starting anything if `mcp_http` names a host that is not
-        a loopback address and no `[mcp] auth_token` is set."""
+        a loopback address and no `[mcp] auth_token` is set, and StoreError if `watch` and
+        the database refuses writes. Once running, database failures are retried."""
         token = self.settings.mcp.auth_token
         if mcp_http is not None:
             check_exposure(mcp_http[0], token, config_path=self.settings.config_path)
+        if watch:  # a read-only or locked database: one clear error now, not at the first poll
+            await self.store.database.check_writable()
         async with anyio.create_task_group() as tg:
             await tg.start(self.subscriptions.run)
             await tg.start(self.notifier.run)
@@ -121,10 +128,21 @@ class App:
             task_status.started(port)
 
     async def _prune_forever(self) -> None:
-        """Retention: prune once at start and then every `prune_interval_seconds`."""
+        """Retention: prune once at start and then every `prune_interval_seconds`; while the
+        database fails, retry with backoff (each batch is its own transaction)."""
         keep = timedelta(days=self.settings.store.retention_days)
+        interval = self.settings.store.prune_interval_seconds
+        retry_seconds = 0.0
         while True:
-            report = await self.store.prune(older_than=self.clock.now() - keep)
+            try:
+                report = await self.store.prune(older_than=self.clock.now() - keep)
+            except StoreError as exc:
+                retry_seconds = min(retry_seconds * 2 or PRUNE_RETRY_SECONDS, interval)
+                self.store.health.failed("retention", exc, retry_in_seconds=retry_seconds)
+                await self.clock.sleep(retry_seconds)
+                continue
+            retry_seconds = 0.0
+            self.store.health.recovered("retention")
             if report.snapshots_deleted:
                 logger.info(
                     "retention: pruned %d snapshots (%d metric rows) older than %g days",
@@ -147,6 +165,10 @@ class SupervisorControl:
         except KeyError:
             return RefreshOutcome(
                 fetched=False, new_snapshot=False, error=f"source {source!r} is not configured"
+            )
+        except StoreError as exc:
+            return RefreshOutcome(
+                fetched=False, new_snapshot=False, error=f"polled, but not recorded: {exc}"
             )
         return RefreshOutcome(
             fetched=report.fetched > 0,
@@ -228,6 +250,7 @@ async def open_app(
     # Upstream TLS is always verified: against [watcher] ca_bundle when it is set, otherwise
     # against httpx's default CA bundle. There is deliberately no way to turn it off.
     verify: ssl.SSLContext | bool = settings.upstream_ssl_context() or True
+    settings.create_store_directory()
     store = await Store.open(settings.database_url(), clock=clock.now)
     try:
         async with httpx.AsyncClient(transport=transport, verify=verify) as client:

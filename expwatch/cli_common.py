@@ -141,6 +141,20 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     except ExpwatchError as exc:
         click.echo(f"expwatch: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    except BaseExceptionGroup as group:  # raised inside a task group (e.g. at start-up)
+        errors = _leaves(group)
+        if not all(isinstance(e, ExpwatchError) for e in errors):
+            raise
+        click.echo(f"expwatch: {errors[0]}", err=True)
+        sys.exit(EXIT_CONFIG if isinstance(errors[0], ConfigError) else EXIT_FAILURE)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [
+        leaf
+        for e in group.exceptions
+        for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    ]
 
 
 async def run_until_stopped(

@@ -8,12 +8,15 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from store import ChangeCursor, Changes, Store
+from store import ChangeCursor, Changes, Store, StoreError
 
 from .cache import ResponseCache
 from .server import INDEX_URI, STATUS_URI, experiment_uris
 
 logger = logging.getLogger(__name__)
+
+TASK = "MCP change notifications"
+"""How this task names itself in the store's health (logs and the status)."""
 
 
 def changed_uris(changes: Changes) -> list[str]:
@@ -58,10 +61,31 @@ class ResourceNotifier:
         self._cursor = await self._store.change_cursor()
         self._moved()
         task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow_health)
+            await self._follow_changes()
+
+    async def _follow_changes(self) -> None:
+        """Publish what is committed; while the database cannot be read, retry with backoff
+        (the cursor stays put, so nothing committed meanwhile is missed)."""
+        backoff: float | None = None
         while True:
-            changes = await self._store.wait_for_changes(
-                self._cursor, poll_interval_seconds=self.poll_interval_seconds
-            )
+            assert self._cursor is not None
+            try:
+                if backoff is None:
+                    changes = await self._store.wait_for_changes(
+                        self._cursor, poll_interval_seconds=self.poll_interval_seconds
+                    )
+                else:  # one read says whether the database works again
+                    changes = await self._store.changes_after(self._cursor)
+                    self._store.health.recovered(TASK)
+                    backoff = None
+            except StoreError as exc:
+                backoff = self.poll_interval_seconds if backoff is None else backoff * 2
+                backoff = min(backoff, 60.0)
+                self._store.health.failed(TASK, exc, retry_in_seconds=backoff)
+                await anyio.sleep(backoff)
+                continue
             for experiment_id in changes.metrics:
                 self._cache.invalidate(experiment_id)
             if changes.sources_changed:
@@ -70,6 +94,14 @@ class ResourceNotifier:
                 await self._publish(uri)
             self._cursor = changes.cursor
             self._moved()
+
+    async def _follow_health(self) -> None:
+        """A database outage starting or ending changes the status, which the change feed
+        cannot carry (the database is what fails): drop cached answers and tell subscribers."""
+        while True:
+            await self._store.health.wait_for_change()
+            self._cache.invalidate_all()
+            await self._publish(STATUS_URI)
 
     async def settled(self) -> None:
         """Return once everything committed before the call has been published (a barrier

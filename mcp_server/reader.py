@@ -21,6 +21,7 @@ from store import (
     MetricResult,
     Store,
     StoredSnapshot,
+    StoreError,
     UnknownExperiment,
     Verdict,
 )
@@ -44,19 +45,26 @@ class NotAvailable(LookupError):
     """What the caller asked for exists but cannot be answered yet (message says why)."""
 
 
-def parse_since(text: str | None, now: datetime) -> datetime:
-    """An ISO 8601 time (UTC if no offset) or a relative age such as '90m', '24h', '7d'."""
+def parse_since(text: str | None, now: datetime, *, name: str = "since") -> datetime:
+    """An ISO 8601 time (UTC if no offset) or a relative age such as '90m', '24h', '7d'.
+    A ValueError names the argument (`name`) and says what it takes."""
     if text is None or not text.strip():
         return now - RECENT_DEFAULT
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = relative.groups()
-        return now - timedelta(**{_UNITS[unit]: float(amount)})
+        try:
+            return now - timedelta(**{_UNITS[unit]: float(amount)})
+        except OverflowError:
+            raise ValueError(
+                f"{name}={text!r} reaches back before the year 1; give a shorter age or an "
+                "ISO 8601 time"
+            ) from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(
-            f"since={text!r} is neither an ISO 8601 time (2026-11-20T09:00:00Z) nor a relative "
+            f"{name}={text!r} is neither an ISO 8601 time (2026-11-20T09:00:00Z) nor a relative "
             "age such as '90m', '24h' or '7d'"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
@@ -516,8 +524,31 @@ class Reader:
 
     async def status(self, configured: list[str]) -> dict[str, Any]:
         """Each source's breaker, rate budget and last cycle, as the watcher saved them, and
-        how far behind the store is."""
+        how far behind the store is; and what in this process is failing on the database
+        (which cannot record that itself): only that when the database cannot be read."""
         now = self._now()
+        database = [
+            {
+                "task": o.task,
+                "error": o.error,
+                "since": views.iso(o.since),
+                "failed_attempts": o.failures,
+                "next_attempt_at": views.iso(o.retry_at),
+            }
+            for o in self._store.health.outages()
+        ]
+        try:
+            return await self._saved_status(configured, now, database)
+        except StoreError as exc:
+            return {
+                "now": views.iso(now),
+                "database_failing": database,
+                "note": f"The database cannot be read: {exc}",
+            }
+
+    async def _saved_status(
+        self, configured: list[str], now: datetime, database: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         saved = await self._store.state.sources()
         sources = []
         for name in sorted(set(configured) | set(saved)):
@@ -541,6 +572,7 @@ class Reader:
         watch_list = await self._store.state.watch_list()
         return {
             "now": views.iso(now),
+            "database_failing": database,
             "sources": sources,
             "watch_list": [
                 {"source": e.source, "experiment_id": e.experiment_id, "mode": e.mode}
@@ -557,7 +589,11 @@ class Reader:
                 }
                 for t in await self._store.outbox.summary()
             ],
-            "note": None
+            "note": f"The database is failing ({database[0]['task']}): "
+            f"{database[0]['error'].rstrip('.')}. Polling and alerts resume by themselves once "
+            "it works again; until then the sources below are as of their last recorded cycle."
+            if database
+            else None
             if any(s.get("last_cycle_at") for s in sources)
             else "No poll cycle has been recorded yet: is `expwatch run` (or `expwatch mcp "
             "--watch`) running against this database?",

@@ -21,9 +21,9 @@ from fastmcp.server.middleware import Middleware
 from mcp import types
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from store import Store, utc_now
+from store import Store, StoreError, utc_now
 
 from .cache import ResponseCache
 from .control import RefreshOutcome, WatcherControl
@@ -52,9 +52,31 @@ happened", watcher_status whether the data is fresh."""
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
+MAX_ID_LENGTH = 200
+"""The longest experiment id the store keeps."""
+
+
+def _usable_id(experiment_id: str) -> str:
+    if experiment_id != experiment_id.strip() or any(
+        ord(c) < 32 or ord(c) == 127 for c in experiment_id
+    ):
+        raise ValueError(
+            "an experiment id has no control characters and no spaces around it; "
+            "get_experiments lists the ids"
+        )
+    return experiment_id
+
+
 ExperimentId = Annotated[
-    str, Field(description='The platform\'s experiment id (e.g. GrowthBook "exp_…").')
+    str,
+    Field(
+        description='The platform\'s experiment id (e.g. GrowthBook "exp_…").',
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+    ),
+    AfterValidator(_usable_id),
 ]
+"""Checked before anything is looked up, watched or asked of a platform."""
 
 T = TypeVar("T")
 
@@ -131,14 +153,14 @@ def build_server(
         """The answer, or a ToolError whose message explains (masking hides the rest)."""
         try:
             return await answer
-        except (LookupError, ValueError) as exc:
+        except (LookupError, ValueError, StoreError) as exc:  # a failing database says why
             raise ToolError(str(exc).strip("'\"")) from exc
 
     async def resource(answer: Awaitable[Any]) -> str:
         """The answer as JSON text, or a ResourceError whose message explains."""
         try:
             return json.dumps(await answer, indent=2)
-        except (LookupError, ValueError) as exc:
+        except (LookupError, ValueError, StoreError) as exc:
             raise ResourceError(str(exc).strip("'\"")) from exc
 
     # -- resources ----------------------------------------------------------------------------
@@ -309,16 +331,18 @@ def build_server(
     ) -> dict[str, Any]:
         """An experiment's history from the store: significance changes, SRM starts and
         ends, its events and, for a metric, the trajectory of lift and both verdicts."""
-        current = now()
-        return await tool(
-            reader.history(
+
+        async def history() -> dict[str, Any]:
+            current = now()
+            return await reader.history(
                 experiment_id,
                 metric=metric,
                 variation=variation,
                 since=parse_since(since, current) if since else None,
-                at=parse_since(at, current) if at else None,
+                at=parse_since(at, current, name="at") if at else None,
             )
-        )
+
+        return await tool(history())
 
     @server.tool(annotations=READ_ONLY)
     async def when_significant(
@@ -343,7 +367,8 @@ def build_server(
         experiment_id: Annotated[str | None, Field(description="Only this experiment.")] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
         after_id: Annotated[
-            int, Field(ge=0, description="Continue after this event id (next_after_id).")
+            int,
+            Field(ge=0, le=2**63 - 1, description="Continue after this event id (next_after_id)."),
         ] = 0,
     ) -> dict[str, Any]:
         """What happened recently, oldest first: significance changes, SRM, guardrail

@@ -14,6 +14,7 @@ from .errors import (
     UnknownExperiment,
 )
 from .feed import ChangeCursor, Changes
+from .health import StoreHealth, StoreOutage
 from .outbox import Delivery, DeliveryStatus, NewDelivery, Outbox, TargetSummary
 from .overview import ExperimentSummary, LatestVerdict
 from .records import (
@@ -80,6 +81,8 @@ __all__ = [
     "SourceUnavailable",
     "Store",
     "StoreError",
+    "StoreHealth",
+    "StoreOutage",
     "StoredSnapshot",
     "TargetSummary",
     "UnknownExperiment",

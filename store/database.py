@@ -25,6 +25,36 @@ BUSY_TIMEOUT_MS = 5000
 WRITE_LOCK = 0x65787077  # "expw": the advisory lock that serializes writers on PostgreSQL
 
 
+_HINTS = (
+    (
+        ("disk is full", "no space left"),
+        "Free space on the disk that holds it ([store] retention_days keeps the file from "
+        "growing without end).",
+    ),
+    (
+        ("database is locked", "database table is locked"),
+        f"Another process holds a lock on it for longer than {BUSY_TIMEOUT_MS / 1000:g} s "
+        "(find it with `fuser` on the file).",
+    ),
+    (
+        ("readonly", "read-only file system"),
+        "The file, its directory or its file system is read-only; expwatch needs write "
+        "access to the file and its directory (for the -wal and -shm files).",
+    ),
+    (
+        ("unable to open",),
+        "Check that its directory exists and is writable and that its file system is "
+        "mounted read-write.",
+    ),
+    (("i/o error",), "The operating system reported an I/O error: check the disk (dmesg)."),
+)
+"""Words of SQLite's error messages, and what an operator can do about them."""
+
+
+class _ProbeDone(Exception):
+    """Rolls back `Database.check_writable`'s probe."""
+
+
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of an SQLite file."""
     return f"sqlite+aiosqlite:///{Path(path)}"
@@ -91,7 +121,7 @@ class Database:
                     )
                 yield conn
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database write failed ({self._where()}): {exc}") from exc
+            raise self._error("write", exc) from exc
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
@@ -100,7 +130,7 @@ class Database:
             async with self._writer.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database maintenance failed ({self._where()}): {exc}") from exc
+            raise self._error("maintenance", exc) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -109,12 +139,34 @@ class Database:
             async with self._reader.connect() as conn:
                 yield conn
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database read failed ({self._where()}): {exc}") from exc
+            raise self._error("read", exc) from exc
+
+    async def check_writable(self) -> None:
+        """Raise StoreError now if the database refuses writes (a read-only file or file
+        system, a lock held past the busy timeout), rather than at the first poll. Nothing
+        is written: the probe's change is rolled back (so a full disk shows only when a
+        commit needs space)."""
+        try:
+            async with self.write() as conn:
+                await conn.execute(text("CREATE TABLE expwatch_write_probe (x INTEGER)"))
+                raise _ProbeDone
+        except _ProbeDone:
+            pass
 
     async def aclose(self) -> None:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+
+    def _error(self, action: str, exc: sqlalchemy.exc.SQLAlchemyError) -> StoreError:
+        """`exc` as one line that names the database, gives the driver's reason without the
+        SQL statement, and says what to do about the usual causes."""
+        where = self._where()
+        original = getattr(exc, "orig", None)
+        reason = " ".join(str(original if original is not None else exc).split("\n")[0].split())
+        hint = next((h for keys, h in _HINTS if any(k in reason.lower() for k in keys)), "")
+        message = f"database {action} failed ({where}): {reason}"
+        return StoreError(f"{message}. {hint}" if hint else message, database=where, reason=reason)
 
     def _where(self) -> str:
         return self.url.split("///", 1)[-1] if self.is_sqlite else self.url.split("@")[-1]

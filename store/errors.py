@@ -102,7 +102,16 @@ class PayloadError(SourceError):
 
 
 class StoreError(ExpwatchError):
-    """The database could not do what was asked."""
+    """The database could not do what was asked. `database` names it (an SQLite file, or
+    host/name without credentials) and `reason` gives the database's own words, when known
+    (e.g. "database or disk is full", "database is locked")."""
+
+    def __init__(
+        self, message: str, *, database: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.database = database
+        self.reason = reason
 
 
 class DeliveryError(ExpwatchError):

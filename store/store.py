@@ -16,6 +16,7 @@ from . import rows, schema
 from .database import Database
 from .errors import UnknownExperiment
 from .feed import ChangeCursor, Changes, changes_after, feed_end
+from .health import StoreHealth
 from .outbox import Outbox
 from .overview import ExperimentSummary, experiment_summaries
 from .records import (
@@ -157,6 +158,8 @@ class Store:
         """Breaker state and the watch list."""
         self.outbox = Outbox(database, clock=clock, on_change=self._signal)
         """Alert deliveries, per event and target."""
+        self.health = StoreHealth(clock=clock)
+        """This process's tasks that are failing on the database (it cannot record that)."""
         self._committed = anyio.Event()
         """Set (and replaced) whenever this Store commits something the change feed shows."""
 

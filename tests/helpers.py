@@ -55,6 +55,11 @@ class ManualClock:
             self._wakes.remove(wake_at)
 
     @property
+    def sleepers(self) -> int:
+        """How many tasks sleep on this clock right now."""
+        return len(self._wakes)
+
+    @property
     def next_wake_at(self) -> datetime | None:
         """When the earliest sleeper wakes; None when nobody sleeps on this clock."""
         return min(self._wakes, default=None)

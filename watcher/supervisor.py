@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +48,7 @@ from store import (
     SourceRejected,
     SourceUnavailable,
     Store,
+    StoreError,
     WatchState,
 )
 
@@ -73,6 +75,8 @@ FINISHED_STATUSES = frozenset(
 """Statuses whose results change rarely or never (GrowthBook and Statsig spellings)."""
 RUNNING_STATUSES = frozenset({"running", "active"})
 PORTFOLIO_PAGE_SIZE = 100
+STORE_RETRY_SECONDS = 5.0
+"""First retry of a cycle the database failed; doubles up to the poll interval."""
 
 
 class Source(Protocol):
@@ -171,6 +175,12 @@ class SourceStatus(BaseModel):
     watched: int
     stale: int
     """Watched experiments whose results stopped updating."""
+    failing: dict[str, str] = {}
+    """What fails right now, in the words of its `source_error` event: by experiment id, ""
+    for the source itself (its listing). Empty while everything works."""
+    database_error: str | None = None
+    """Why this source's cycles cannot be recorded right now (the database is full, locked,
+    read-only…); None while it works. Live only: never saved, it could not be."""
 
 
 def counts_against_source(exc: Exception) -> bool:
@@ -200,6 +210,7 @@ class _Runtime:
         self.last_cycle: str | None = None
         self.watched = 0
         self.listed = 0
+        self.database_error: str | None = None
         self.lock = anyio.Lock()
 
     def make_breaker(self, state: BreakerState | None) -> CircuitBreaker:
@@ -301,9 +312,23 @@ class Supervisor:
     async def _source_loop(
         self, rt: _Runtime, on_cycle: Callable[[CycleReport], None] | None
     ) -> None:
+        retry_seconds: float | None = None
         while True:
             report = CycleReport()
-            await self._cycle(rt, report)
+            failure: StoreError | None = None
+            try:
+                await self._cycle(rt, report)
+            except* StoreError as group:
+                failure = _first_store_error(group)
+            if failure is None:
+                retry_seconds = None
+                delay = self._next_interval()
+                self._store_works(rt)
+            else:
+                retry_seconds = self._store_retry_seconds(retry_seconds)
+                delay = retry_seconds
+                report.errors.append(str(failure))
+                self._store_failed(rt, failure, retry_seconds)
             logger.info(
                 "poll cycle of %s: %s",
                 rt.source.name,
@@ -312,7 +337,27 @@ class Supervisor:
             )
             if on_cycle is not None:
                 on_cycle(report)
-            await self._clock.sleep(self._next_interval())
+            await self._clock.sleep(delay)
+
+    def _store_retry_seconds(self, previous: float | None) -> float:
+        """When to retry a cycle the database failed: soon, then doubling up to the poll
+        interval (a cycle it failed wrote nothing, so the next one redoes all of it)."""
+        first = max(1.0, min(STORE_RETRY_SECONDS, self.poll_interval_seconds))
+        if previous is None:
+            return first
+        return min(previous * 2, max(first, self.poll_interval_seconds))
+
+    def _store_failed(self, rt: _Runtime, error: StoreError, retry_seconds: float) -> None:
+        """The database failed this cycle (rolled back): say so once per outage, in the logs
+        and in the status, and not against the source (its breaker never saw it)."""
+        rt.database_error = str(error)
+        self._store.health.failed(
+            f"polling {rt.source.name}", error, retry_in_seconds=retry_seconds
+        )
+
+    def _store_works(self, rt: _Runtime) -> None:
+        rt.database_error = None
+        self._store.health.recovered(f"polling {rt.source.name}")
 
     def _next_interval(self) -> float:
         spread = self.poll_interval_seconds * self.jitter
@@ -329,7 +374,15 @@ class Supervisor:
 
     def status(self) -> list[SourceStatus]:
         """Each source's breaker, budget and last cycle."""
-        return [_status(rt) for rt in self._runtimes]
+        return [self._status_of(rt) for rt in self._runtimes]
+
+    def _status_of(self, rt: _Runtime) -> SourceStatus:
+        failing = {
+            experiment_id or "": reason
+            for (source, experiment_id), reason in self._failing.items()
+            if source == rt.source.name
+        }
+        return _status(rt).model_copy(update={"failing": failing})
 
     async def refresh_experiment(self, source: str, experiment_id: str) -> CycleReport:
         """Poll one experiment now, whatever its schedule (the MCP `refresh_experiment`
@@ -358,8 +411,12 @@ class Supervisor:
         async with rt.lock:  # a source's cycles never overlap (run loop and refresh_now)
             mine = CycleReport()
             granted_before = rt.source.budget.granted if rt.source.budget else 0
+            store_failed = False
             try:
                 await self._cycle_unlocked(rt, mine)
+            except BaseException as exc:
+                store_failed = _is_store_failure(exc)
+                raise
             finally:
                 mine.requests = (rt.source.budget.granted if rt.source.budget else 0) - (
                     granted_before
@@ -367,14 +424,15 @@ class Supervisor:
                 rt.last_cycle_at = self._clock.now()
                 rt.last_cycle = mine.summary()
                 _merge(report, mine)
-                with anyio.CancelScope(shield=True):
-                    await self._save_state(rt)
+                if not store_failed:  # saving would fail too (or wait out the lock again)
+                    with anyio.CancelScope(shield=True):
+                        await self._save_state(rt)
 
     async def _cycle_unlocked(self, rt: _Runtime, report: CycleReport) -> None:
         source = rt.source
         try:
             async with rt.breaker.call():
-                with anyio.fail_after(self.poll_timeout_seconds):
+                with _deadline(self.poll_timeout_seconds):
                     listed = await source.list_experiments()
         except BreakerOpen:
             report.skipped_sources.append(source.name)
@@ -530,7 +588,7 @@ class Supervisor:
         async with limiter:
             try:
                 async with rt.breaker.call():
-                    with anyio.fail_after(self.poll_timeout_seconds):
+                    with _deadline(self.poll_timeout_seconds):
                         current, snapshot = await rt.source.fetch_results(experiment)
             except BreakerOpen:
                 return  # the source went down during this cycle; the breaker says when again
@@ -587,6 +645,8 @@ class Supervisor:
                 report.fetched += 1
                 report.new_snapshots += outcome.is_new_snapshot
                 report.events.extend(outcome.events)
+            # After the memory of every committed poll is up to date: this writes again.
+            for _, current, _ in polls:
                 await self._recovered(rt, current.experiment_id, report)
 
     async def _check_staleness(
@@ -600,6 +660,7 @@ class Supervisor:
             return
         now = self._clock.now()
         events = []
+        flips: list[tuple[str, bool]] = []
         first_seen, rt.first_seen = rt.first_seen, set()
         for experiment in watched:
             known = rt.known.get(experiment.experiment_id)
@@ -610,9 +671,11 @@ class Supervisor:
             was_stale = experiment.experiment_id in rt.stale
             if is_stale == was_stale:
                 continue
-            (rt.stale.add if is_stale else rt.stale.discard)(experiment.experiment_id)
             if experiment.experiment_id in first_seen:
-                continue  # old results at first sight are the platform's state, not news
+                # Old results at first sight are the platform's state, not news.
+                (rt.stale.add if is_stale else rt.stale.discard)(experiment.experiment_id)
+                continue
+            flips.append((experiment.experiment_id, is_stale))
             events.append(
                 Event(
                     kind=EventKind.RESULTS_STALE,
@@ -631,6 +694,8 @@ class Supervisor:
         if events:
             with anyio.CancelScope(shield=True):
                 report.events.extend(await self._store.record_events(events))
+        for experiment_id, is_stale in flips:  # once recorded, or the next cycle would not
+            (rt.stale.add if is_stale else rt.stale.discard)(experiment_id)
 
     # -- failures and the breaker -------------------------------------------------------------
 
@@ -641,6 +706,7 @@ class Supervisor:
         transitions, rt.transitions = rt.transitions, []
         now = self._clock.now()
         events = []
+        closed = False
         for before, after, state in transitions:
             if after is CircuitState.OPEN and before is CircuitState.CLOSED:
                 assert state.open_until is not None
@@ -659,7 +725,7 @@ class Supervisor:
                     )
                 )
             elif after is CircuitState.CLOSED:
-                self._failing.pop((rt.source.name, None), None)
+                closed = True
                 events.append(
                     Event(
                         kind=EventKind.SOURCE_RECOVERED,
@@ -671,18 +737,24 @@ class Supervisor:
                     )
                 )
         with anyio.CancelScope(shield=True):
-            await self._save_state(rt)
-            if events:
-                report.events.extend(await self._store.record_events(events))
+            try:
+                await self._save_state(rt)
+                if events:
+                    report.events.extend(await self._store.record_events(events))
+            except StoreError:
+                rt.transitions[:0] = transitions  # the next flush records them
+                raise
+        if closed:
+            self._failing.pop((rt.source.name, None), None)
 
     async def _save_state(self, rt: _Runtime) -> None:
         """Persist the source's breaker (restored on start) and status (shown by others)."""
-        status = _status(rt)
+        status = self._status_of(rt)
         await self._store.state.save_source(
             rt.source.name,
             {
                 "breaker": status.breaker.model_dump(mode="json"),
-                "status": status.model_dump(mode="json", exclude={"breaker"}),
+                "status": status.model_dump(mode="json", exclude={"breaker", "database_error"}),
             },
         )
 
@@ -701,7 +773,6 @@ class Supervisor:
         key = (rt.source.name, experiment_id)
         if self._failing.get(key) == reason:
             return  # already reported; alert on onset and on change only
-        self._failing[key] = reason
         details: dict[str, Any] = {
             "error": type(exc).__name__,
             "status_code": getattr(exc, "status_code", None),
@@ -723,11 +794,13 @@ class Supervisor:
                     ]
                 )
             )
+        self._failing[key] = reason  # once recorded: a failed write is reported next time
 
     async def _recovered(
         self, rt: _Runtime, experiment_id: str | None, report: CycleReport
     ) -> None:
-        reason = self._failing.pop((rt.source.name, experiment_id), None)
+        key = (rt.source.name, experiment_id)
+        reason = self._failing.get(key)
         if reason is None:
             return
         with anyio.CancelScope(shield=True):
@@ -744,6 +817,7 @@ class Supervisor:
                     ]
                 )
             )
+        self._failing.pop(key, None)
 
 
 def _status(rt: _Runtime) -> SourceStatus:
@@ -760,7 +834,19 @@ def _status(rt: _Runtime) -> SourceStatus:
         listed=rt.listed,
         watched=rt.watched,
         stale=len(rt.stale),
+        database_error=rt.database_error,
     )
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(StoreError) is not None
+    return isinstance(exc, StoreError)
+
+
+def _first_store_error(group: BaseExceptionGroup[StoreError]) -> StoreError:
+    first = group.exceptions[0]
+    return first if isinstance(first, StoreError) else _first_store_error(first)
 
 
 def _portfolio_pages(experiments: int) -> int:
@@ -769,8 +855,23 @@ def _portfolio_pages(experiments: int) -> int:
 
 def _reason(exc: Exception, timeout_seconds: float) -> str:
     if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_seconds:g} s"
+        return str(exc) or _timed_out(timeout_seconds)
     return str(exc)
+
+
+def _timed_out(timeout_seconds: float) -> str:
+    return f"timed out: no complete answer within {timeout_seconds:g} s (poll_timeout_seconds)"
+
+
+@contextmanager
+def _deadline(timeout_seconds: float) -> Iterator[None]:
+    """`anyio.fail_after`, its TimeoutError saying what timed out (the breaker keeps the
+    text of the failures it counts, and shows it in the status)."""
+    try:
+        with anyio.fail_after(timeout_seconds):
+            yield
+    except TimeoutError as exc:
+        raise TimeoutError(_timed_out(timeout_seconds)) from exc
 
 
 def _merge(into: CycleReport, part: CycleReport) -> None:
