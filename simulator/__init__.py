@@ -6,7 +6,8 @@ in-process through `httpx.ASGITransport` or on loopback under uvicorn).
 `default_statsig_scenario` scripts Statsig experiments (groups, Pulse days, health checks) and
 `build_statsig_app` serves them as Statsig's Console API.
 `Faults` injects production's faults into either app (5xx bursts, 429 storms, malformed or
-drifted bodies, latency, hangs, dropped connections) and `RequestLog` records its requests.
+drifted bodies, latency, hangs, slow drips, dropped connections, vanishing experiments, looping
+pagination) and `RequestLog` records its requests.
 `load_scenario_file` reads scenarios for both platforms from a TOML file
 (`EXAMPLE_SCENARIO_FILE` scripts every knob).
 """
@@ -14,17 +15,21 @@ drifted bodies, latency, hangs, dropped connections) and `RequestLog` records it
 from simulator.faults import (
     ConnectionDroppedError,
     DriftFault,
+    DripFault,
     Fault,
     Faults,
     HangFault,
     LatencyFault,
     LoggedRequest,
     MalformedBodyFault,
+    PageLoopFault,
     RateLimitFault,
     RequestLog,
     ResetFault,
     Rule,
     StatusFault,
+    VanishFault,
+    on_item,
     remove_field,
     set_field,
 )
@@ -52,12 +57,14 @@ __all__ = [
     "EXAMPLE_SCENARIO_FILE",
     "ConnectionDroppedError",
     "DriftFault",
+    "DripFault",
     "Fault",
     "Faults",
     "HangFault",
     "LatencyFault",
     "LoggedRequest",
     "MalformedBodyFault",
+    "PageLoopFault",
     "RateLimitFault",
     "RequestLog",
     "ResetFault",
@@ -75,11 +82,13 @@ __all__ = [
     "StatsigMetric",
     "StatsigScenario",
     "StatusFault",
+    "VanishFault",
     "build_growthbook_app",
     "build_statsig_app",
     "default_scenario",
     "default_statsig_scenario",
     "load_scenario_file",
+    "on_item",
     "remove_field",
     "set_field",
 ]

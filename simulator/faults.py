@@ -30,6 +30,10 @@ What a client sees of each fault:
 - `HangFault`: no answer; the request waits until the client disconnects (under uvicorn) or
   the request is cancelled (in-process under `httpx.ASGITransport`, where the app runs in the
   client's task: bound the request with `anyio.fail_after`).
+- `DripFault`: the platform's answer, its body sent `chunk_bytes` at a time, `interval_seconds`
+  (of the `Faults` sleep) apart: every gap can be well within a client's read timeout while
+  the whole takes far longer than any sensible deadline. It stops when the client disconnects
+  (under uvicorn) or gives up (in-process, where the app runs in the client's task).
 - `ResetFault`: the connection drops mid-answer. The app sends a 200's status line and
   headers promising a body, then raises `ConnectionDroppedError` (an ASGI app cannot close a
   connection before answering: uvicorn turns a failure before the status line into a 500).
@@ -39,6 +43,17 @@ What a client sees of each fault:
   `ConnectionDroppedError` itself propagates out of the client's call (with
   `raise_app_exceptions=False` the client would instead get an empty 200): a test wanting a
   transport error maps it in its own transport.
+
+Two faults change what the platform itself says rather than replacing its answer, so the apps
+apply them (and they combine with every other fault; the request log does not name them):
+- `VanishFault`: an experiment is gone, as if deleted: lists leave it out (their totals drop)
+  and its own endpoints answer as for an unknown id. Every active matching rule applies.
+- `PageLoopFault`: list pagination that loops: from an offset on, pages carry the items of an
+  earlier offset while every page promises another, so reading to the end never ends. The
+  earliest active matching rule applies, to the list endpoints only.
+A vanish starting while a client pages through a list (its `start` between two page requests)
+is a list that shrinks between pages: the items after the gone one shift down by one, and
+the client skips one of them.
 
 `RequestLog`, passed as `request_log=`, records every request the platform's routes receive
 (method, path, query, the status answered or None, the clock at arrival, the fault applied),
@@ -65,18 +80,22 @@ from starlette.types import Receive, Scope, Send
 __all__ = [
     "ConnectionDroppedError",
     "DriftFault",
+    "DripFault",
     "Fault",
     "Faults",
     "HangFault",
     "LatencyFault",
     "LoggedRequest",
     "MalformedBodyFault",
+    "PageLoopFault",
     "RateLimitFault",
     "RequestGate",
     "RequestLog",
     "ResetFault",
     "Rule",
     "StatusFault",
+    "VanishFault",
+    "on_item",
     "remove_field",
     "set_field",
 ]
@@ -165,6 +184,53 @@ class ResetFault:
     """Drop the connection after the status line, before the body (see the module docs)."""
 
 
+@dataclass(frozen=True)
+class DripFault:
+    """Send the platform's answer with its body `chunk_bytes` at a time, `interval_seconds`
+    (of the `Faults` sleep) apart, starting with a gap: a slow drip that keeps a connection
+    busy without ever tripping a per-read timeout."""
+
+    chunk_bytes: int = 1
+    interval_seconds: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be at least 1, got {self.chunk_bytes}")
+        if not self.interval_seconds >= 0:
+            raise ValueError(f"interval_seconds must be >= 0, got {self.interval_seconds}")
+
+
+@dataclass(frozen=True)
+class VanishFault:
+    """The experiment `experiment_id` is gone, as if deleted (applied by the platform app:
+    left out of lists, unknown to its own endpoints)."""
+
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class PageLoopFault:
+    """List pagination that loops (applied by the platform app to its list endpoints): a page
+    starting at `from_offset` or later (items counted from 0; Statsig's page p starts at
+    (p - 1) × limit) carries the items at `to_offset` instead of its own, and every page
+    promises another (`hasMore` with `nextOffset` advancing as usual; a `nextPage`), like a
+    server whose paging broke. Read to the end, such a list never ends."""
+
+    from_offset: int = 1
+    to_offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.to_offset < self.from_offset:
+            raise ValueError(
+                f"a loop goes back: need 0 <= to_offset < from_offset, got "
+                f"to_offset={self.to_offset}, from_offset={self.from_offset}"
+            )
+
+    def start_of(self, offset: int) -> int:
+        """Where the items of the page requested at `offset` really start."""
+        return self.to_offset if offset >= self.from_offset else offset
+
+
 Fault = (
     StatusFault
     | RateLimitFault
@@ -173,8 +239,14 @@ Fault = (
     | LatencyFault
     | HangFault
     | ResetFault
+    | DripFault
+    | VanishFault
+    | PageLoopFault
 )
 """What a rule does to the requests it applies to."""
+
+_APP_FAULTS = (VanishFault, PageLoopFault)
+"""Faults the platform apps apply themselves (see the module docs)."""
 
 
 def set_field(path: str, value: Any) -> Callable[[Json], Json]:
@@ -200,6 +272,32 @@ def remove_field(path: str) -> Callable[[Json], Json]:
         return body
 
     return mutate
+
+
+def on_item(
+    list_path: str, where: Mapping[str, Any], mutate: Callable[[Json], Json]
+) -> Callable[[Json], Json]:
+    """A drift applying `mutate` to each item of the list at dotted `list_path` whose fields
+    equal `where`; other items, and a page without such an item, are left as they are.
+
+    For example `on_item("experimentResults", {"experimentId": "exp_a"},
+    set_field("results.0.totalUsers", "many"))` breaks one experiment of a portfolio page.
+    """
+
+    def mutate_items(body: Json) -> Json:
+        parent, key = _parent_of(body, list_path)
+        items = parent[key]
+        if not isinstance(items, list):
+            raise LookupError(f"drift path {list_path!r} is not a list")
+        parent[key] = [
+            mutate(item)
+            if isinstance(item, dict) and all(item.get(k) == v for k, v in where.items())
+            else item
+            for item in items
+        ]
+        return body
+
+    return mutate_items
 
 
 def _parent_of(body: Json, path: str) -> tuple[Any, Any]:
@@ -307,16 +405,31 @@ class Faults:
         self._rules.clear()
 
     def _take(self, request: Request, now: datetime, *, is_drift: bool) -> Rule | None:
-        """The earliest active rule matching `request` (drifts or the others), counted a hit."""
+        """The earliest active rule matching `request` (drifts or the others, never the app's
+        own), counted a hit."""
         for rule in tuple(self._rules):
             if (
-                isinstance(rule.fault, DriftFault) == is_drift
+                not isinstance(rule.fault, _APP_FAULTS)
+                and isinstance(rule.fault, DriftFault) == is_drift
                 and rule.is_active(now)
                 and rule.matches(request.method, request.url.path)
             ):
                 rule.hits += 1
                 return rule
         return None
+
+    def _app_rules(self, request: Request, now: datetime, kind: type[Fault]) -> list[Rule]:
+        """Every active rule of the app-applied `kind` matching `request`, each counted a hit."""
+        taken = [
+            rule
+            for rule in tuple(self._rules)
+            if isinstance(rule.fault, kind)
+            and rule.is_active(now)
+            and rule.matches(request.method, request.url.path)
+        ]
+        for rule in taken:
+            rule.hits += 1
+        return taken
 
 
 @dataclass(frozen=True)
@@ -417,8 +530,11 @@ class RequestGate:
                 if 200 <= response.status_code < 300 and isinstance(response, JSONResponse):
                     drift = self._take(request, now, is_drift=True)
                     if drift is not None and isinstance(drift.fault, DriftFault):
-                        fault = drift.fault
+                        fault = fault if isinstance(fault, DripFault) else drift.fault
                         response = _drifted(response, drift.fault)
+                if isinstance(fault, DripFault):
+                    assert self._faults is not None  # a fault was taken from them
+                    response = _Dripped(response, fault, self._faults.sleep)
             return response
         finally:
             if self._request_log is not None:
@@ -437,6 +553,21 @@ class RequestGate:
         if self._faults is None:
             return None
         return self._faults._take(request, now, is_drift=is_drift)
+
+    def vanished(self, request: Request, now: datetime) -> frozenset[str]:
+        """The experiments gone for `request` arriving at `now` (active `VanishFault`s)."""
+        if self._faults is None:
+            return frozenset()
+        rules = self._faults._app_rules(request, now, VanishFault)
+        return frozenset(r.fault.experiment_id for r in rules if isinstance(r.fault, VanishFault))
+
+    def page_loop(self, request: Request, now: datetime) -> PageLoopFault | None:
+        """The `PageLoopFault` of the earliest active rule matching `request`, for a list
+        endpoint to apply; None when its pages are honest."""
+        if self._faults is None:
+            return None
+        rules = self._faults._app_rules(request, now, PageLoopFault)
+        return next((r.fault for r in rules if isinstance(r.fault, PageLoopFault)), None)
 
     async def _inject(self, fault: Fault, request: Request) -> Response | None:
         """The answer `fault` gives instead of the platform's, or None to let it through."""
@@ -466,8 +597,12 @@ class RequestGate:
                 return _NoAnswer()
             case ResetFault():
                 return _DroppedConnection()
+            case DripFault():
+                return None  # the platform answers; `serve` drips the body
             case DriftFault():  # pragma: no cover - drifts are taken after the answer
                 raise AssertionError("a drift is applied to an answer, not instead of one")
+            case VanishFault() | PageLoopFault():  # pragma: no cover - never taken
+                raise AssertionError("the platform app applies this fault itself")
             case _:  # pragma: no cover - exhaustive
                 assert_never(fault)
 
@@ -486,6 +621,43 @@ class _DroppedConnection(_NoAnswer):
         headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         raise ConnectionDroppedError("simulated connection reset (ResetFault)")
+
+
+class _Dripped(Response):
+    """Sends `answer` with its body dripped: a chunk, `interval` later another, and so on,
+    until the body is out or the client is gone."""
+
+    def __init__(self, answer: Response, drip: DripFault, sleep: Sleep) -> None:
+        self.status_code = answer.status_code
+        self.raw_headers = answer.raw_headers
+        self.background = None
+        self._body = bytes(answer.body)
+        self._drip = drip
+        self._sleep = sleep
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def drip() -> None:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+                size = self._drip.chunk_bytes
+                for start in range(0, len(self._body), size):
+                    await self._sleep(self._drip.interval_seconds)
+                    chunk = self._body[start : start + size]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(drip)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()  # the client is gone: stop dripping
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -17,7 +17,8 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
 
 Every request reads the clock once; the refresh index it maps to fixes all content. Requests
 pass through one gate (`simulator.faults.RequestGate`), where faults are injected and
-requests logged.
+requests logged; the app itself applies a `VanishFault` (the experiment is left out of both
+lists and unknown to its endpoints) and a `PageLoopFault` (to both list endpoints).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.faults import Faults, RequestGate, RequestLog
+from simulator.faults import Faults, PageLoopFault, RequestGate, RequestLog
 from simulator.growthbook_payloads import (
     created_at,
     enhanced_status,
@@ -149,6 +150,8 @@ class _GrowthBookApi:
         if is_exceeded:
             headers["Retry-After"] = headers["RateLimit-Reset"]
             return self._too_many_requests(headers)
+        request.state.vanished = self._gate.vanished(request, now)
+        request.state.page_loop = self._gate.page_loop(request, now)
         try:
             body = handler(request, self._scenario.refresh_index(now))
         except _ApiError as error:
@@ -176,7 +179,7 @@ class _GrowthBookApi:
         }
 
     def list_experiments(self, request: Request, index: int) -> Json:
-        page = _Page.of(request)
+        page = _Page.of(request, loop=request.state.page_loop)
         matching = self._matching(request, index)
         experiments = page.slice(matching)
         return {
@@ -195,7 +198,7 @@ class _GrowthBookApi:
         here. The nulls the research notes mention belong to the separate bulk-results
         endpoint (`/experiments/{id}/bulk-results`), which the fake does not serve.
         """
-        page = _Page.of(request)
+        page = _Page.of(request, loop=request.state.page_loop)
         matching = self._matching(request, index)
         results = [
             self._results_json(experiment, snapshot)
@@ -238,12 +241,12 @@ class _GrowthBookApi:
 
     def _find(self, request: Request) -> ScriptedExperiment:
         experiment = self._scenario.experiment(request.path_params["id"])
-        if experiment is None:
+        if experiment is None or experiment.id in request.state.vanished:
             raise _ApiError(400, _UNKNOWN_EXPERIMENT)
         return experiment
 
     def _matching(self, request: Request, index: int) -> list[ScriptedExperiment]:
-        """The experiments passing the request's filters, oldest first."""
+        """The experiments passing the request's filters (and not vanished), oldest first."""
         query = request.query_params
         status = query.get("status")
         if status is not None and status not in _STATUSES:
@@ -255,7 +258,8 @@ class _GrowthBookApi:
         return [
             e
             for e in sorted(self._scenario.experiments, key=self._created)
-            if (status is None or e.status_at(index) == status)
+            if e.id not in request.state.vanished
+            and (status is None or e.status_at(index) == status)
             and wanted["projectId"] in (None, e.project)
             and wanted["datasourceId"] in (None, e.datasource_id)
             and wanted["trackingKey"] in (None, e.tracking_key)
@@ -273,13 +277,15 @@ class _GrowthBookApi:
 
 @dataclass(frozen=True, kw_only=True)
 class _Page:
-    """A page of a list: `limit` items from `offset`, described by GrowthBook's PaginationFields."""
+    """A page of a list: `limit` items from `offset`, described by GrowthBook's PaginationFields
+    (or, under a `loop`, misdescribed: see `PageLoopFault`)."""
 
     limit: int
     offset: int
+    loop: PageLoopFault | None = None
 
     @classmethod
-    def of(cls, request: Request) -> _Page:
+    def of(cls, request: Request, *, loop: PageLoopFault | None = None) -> _Page:
         """The page a request asks for (limit 1..100, default 10; offset >= 0, default 0)."""
         query = request.query_params
         limit = _int_param(query.get("limit"), name="limit", default=10)
@@ -288,16 +294,18 @@ class _Page:
             raise _ApiError(400, "Pagination limit must be between 1 and 100")
         if offset < 0:
             raise _ApiError(400, "Invalid pagination offset")
-        return cls(limit=limit, offset=offset)
+        return cls(limit=limit, offset=offset, loop=loop)
 
     def slice(self, items: list[ScriptedExperiment]) -> list[ScriptedExperiment]:
         """The page's share of `items`."""
-        return items[self.offset : self.offset + self.limit]
+        start = self.loop.start_of(self.offset) if self.loop else self.offset
+        return items[start : start + self.limit]
 
     def fields(self, *, count: int, total: int) -> Json:
-        """PaginationFields; `hasMore`/`nextOffset` advance over the `total` listed items."""
+        """PaginationFields; `hasMore`/`nextOffset` advance over the `total` listed items
+        (under a loop, every page has more)."""
         next_offset = self.offset + self.limit
-        has_more = next_offset < total
+        has_more = next_offset < total or self.loop is not None
         return {
             "limit": self.limit,
             "offset": self.offset,

@@ -19,7 +19,9 @@ Faithful to Statsig where a client can tell (shapes per the Console API OpenAPI 
 Rate limiting is undocumented for reads: off unless `rate_limit_per_window` is given, then a
 fixed window per key answered with a 429 `{status, message}` and no headers.
 
-Every request reads the clock once; the refresh index it maps to fixes all content.
+Every request reads the clock once; the refresh index it maps to fixes all content. The app
+applies a `VanishFault` itself (the experiment is left out of the list and unknown to its
+endpoints, 404) and a `PageLoopFault` to the list (page p starting at item (p - 1) × limit).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.faults import Faults, RequestGate, RequestLog
+from simulator.faults import Faults, PageLoopFault, RequestGate, RequestLog
 from simulator.statsig_experiment import STATSIG_STATUSES, StatsigExperiment, StatsigMetric
 from simulator.statsig_payloads import (
     PulseSpelling,
@@ -184,6 +186,8 @@ class _StatsigApi:
             return _error(_ApiError(401, f"{_INVALID_KEY} Key: {key or 'undefined'}"))
         if self._limiter is not None and self._limiter.hit(key, now)[0]:
             return _error(_ApiError(429, _TOO_MANY_REQUESTS))
+        request.state.vanished = self._gate.vanished(request, now)
+        request.state.page_loop = self._gate.page_loop(request, now)
         try:
             version = request.headers.get("STATSIG-API-VERSION")
             if version is not None and version != API_VERSION:
@@ -207,10 +211,13 @@ class _StatsigApi:
         matching = [
             e
             for e in sorted(self._scenario.experiments, key=self._created)
-            if not statuses or e.status_at(index) in statuses
+            if e.id not in request.state.vanished
+            and (not statuses or e.status_at(index) in statuses)
         ]
         start = (page - 1) * limit
-        page_items = matching[start : start + limit]
+        loop: PageLoopFault | None = request.state.page_loop
+        items_from = loop.start_of(start) if loop else start
+        page_items = matching[items_from : items_from + limit]
         filters = [("status", s) for s in statuses]
 
         def page_path(number: int) -> str:
@@ -224,7 +231,9 @@ class _StatsigApi:
                 "itemsPerPage": limit,
                 "pageNumber": page,
                 "totalItems": len(matching),
-                "nextPage": page_path(page + 1) if start + limit < len(matching) else None,
+                "nextPage": (
+                    page_path(page + 1) if start + limit < len(matching) or loop else None
+                ),
                 "previousPage": page_path(page - 1) if page > 1 else None,
                 "all": f"{_BASE}/experiments" + (f"?{urlencode(filters)}" if filters else ""),
             },
@@ -312,7 +321,7 @@ class _StatsigApi:
 
     def _find(self, request: Request) -> StatsigExperiment:
         experiment = self._scenario.experiment(request.path_params["id"])
-        if experiment is None:
+        if experiment is None or experiment.id in request.state.vanished:
             raise _ApiError(404, _NOT_FOUND)
         return experiment
 

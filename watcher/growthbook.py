@@ -10,12 +10,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from store import (
     Decision,
@@ -36,8 +37,11 @@ from .budget import RateBudget
 from .upstream import (
     NO_RETRY,
     HttpSource,
+    PagesRepeat,
     RetryPolicy,
+    distinct,
     error_message,
+    read_settled,
     status_error,
     summarize_validation,
 )
@@ -53,7 +57,9 @@ PAGES_IN_FLIGHT = 4
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN and infinities (NaN / Infinity tokens, 1e400, "NaN" strings) are payload errors:
+    # the store cannot keep them and no platform means them.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class _GBVariation(_Model):
@@ -108,15 +114,27 @@ class _GBExperiment(_Model):
     resultSummary: _GBResultSummary | None = None
     enhancedStatus: _GBEnhancedStatus | None = None
 
+    @field_validator("variations")
+    @classmethod
+    def _distinct_variations(cls, variations: list[_GBVariation]) -> list[_GBVariation]:
+        return distinct(variations, lambda v: v.variationId, "variation")
+
 
 class _GBPage(_Model):
     hasMore: bool
     nextOffset: int | None = None
     total: int | None = None
 
+    def item_ids(self) -> list[str]:
+        """The ids of the page's items (to notice a list that loops)."""
+        return []
+
 
 class _GBExperimentList(_GBPage):
     experiments: list[_GBExperiment]
+
+    def item_ids(self) -> list[str]:
+        return [e.id for e in self.experiments]
 
 
 class _GBOneExperiment(_Model):
@@ -152,12 +170,22 @@ class _GBMetric(_Model):
     metricName: str = ""
     variations: list[_GBVariationResult]
 
+    @field_validator("variations")
+    @classmethod
+    def _distinct_variations(cls, variations: list[_GBVariationResult]) -> list[_GBVariationResult]:
+        return distinct(variations, lambda v: v.variationId, "variation")
+
 
 class _GBDimensionResult(_Model):
     dimension: str
     totalUsers: float
     checks: dict[str, float | None]
     metrics: list[_GBMetric]
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct_metrics(cls, metrics: list[_GBMetric]) -> list[_GBMetric]:
+        return distinct(metrics, lambda m: m.metricId, "metric")
 
 
 class _GBResult(_Model):
@@ -180,6 +208,11 @@ class _GBPortfolioPage(_GBPage):
 
     experimentResults: list[dict[str, Any]]
 
+    def item_ids(self) -> list[str]:
+        return [
+            str(r.get("experimentId", "")) for r in self.experimentResults if isinstance(r, dict)
+        ]
+
 
 class _GBMetricDefinition(_Model):
     id: str
@@ -196,6 +229,9 @@ class _GBMetricDefinition(_Model):
 class _GBMetricList(_GBPage):
     metrics: list[_GBMetricDefinition] = []
     factMetrics: list[_GBMetricDefinition] = []
+
+    def item_ids(self) -> list[str]:
+        return [m.id for m in self.metrics + self.factMetrics]
 
 
 _P = TypeVar("_P", bound=_GBPage)
@@ -247,24 +283,35 @@ class GrowthBookSource(HttpSource):
     # -- reading ----------------------------------------------------------------------------
 
     async def list_experiments(self) -> list[Experiment]:
-        """Every experiment matching the source's filters, following pagination."""
-        found: list[Experiment] = []
+        """Every experiment matching the source's filters, following pagination.
+
+        An experiment listed twice (the list shifted while it was read) is kept once. A list
+        that shrank or repeated itself while it was read is read once more (`read_settled`);
+        one that loops is a PayloadError.
+        """
+        found = await read_settled(self._list_once, source=self.name, what="experiment list")
+        self._known_ids.update(found)
+        return list(found.values())
+
+    async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
+        """One reading of the list, and whether it shrank meanwhile."""
+        found: dict[str, Experiment] = {}
 
         async def read(page: _GBExperimentList) -> list[Experiment]:
             return [self._experiment(e) for e in page.experiments]
 
         async def keep(experiments: list[Experiment]) -> None:
-            found.extend(experiments)
+            for experiment in experiments:
+                found.setdefault(experiment.experiment_id, experiment)
 
-        await self._read_pages("/experiments", _GBExperimentList, read, keep)
-        self._known_ids.update(e.experiment_id for e in found)
-        return found
+        shrank = await self._read_pages("/experiments", _GBExperimentList, read, keep)
+        return found, shrank
 
     async def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment, with GrowthBook's `enhancedStatus` as its detailed status."""
-        response = await self._get(
-            f"/experiments/{experiment_id}", _GBOneExperiment, experiment_id=experiment_id
-        )
+        path = f"/experiments/{quote(experiment_id, safe='')}"
+        response = await self._get(path, _GBOneExperiment, experiment_id=experiment_id)
+        self._check_answer_is_for(experiment_id, path, response.experiment.id)
         return self._experiment(response.experiment)
 
     async def fetch_results(
@@ -276,15 +323,16 @@ class GrowthBookSource(HttpSource):
         `dimension`, the rows of that dimension's values are kept in `Snapshot.slices`.
         """
         params: dict[str, str | int] | None = {"dimension": dimension} if dimension else None
+        path = f"/experiments/{quote(experiment.experiment_id, safe='')}/results"
         try:
             response = await self._get(
-                f"/experiments/{experiment.experiment_id}/results",
-                _GBResultsResponse,
-                params=params,
-                experiment_id=experiment.experiment_id,
+                path, _GBResultsResponse, params=params, experiment_id=experiment.experiment_id
             )
         except _NoResultsYet:
             return experiment, None
+        self._check_answer_is_for(
+            experiment.experiment_id, path, response.experiment.id, response.result.experimentId
+        )
         current = self._experiment(response.experiment)
         settings = response.result.settings or response.experiment.settings
         snapshot = await self._snapshot(response.result, settings, current)
@@ -303,14 +351,20 @@ class GrowthBookSource(HttpSource):
         Experiments without results are absent. An experiment whose results do not have the
         documented shape maps to its PayloadError, and the others are still read.
         `experiments` (by id, as listed) supplies the variation order; an experiment missing
-        from it is read with its first reported variation as the baseline.
+        from it is read with its first reported variation as the baseline. When the list
+        shrank or repeated itself while it was read, it is read once more (`read_settled`):
+        an experiment may then come twice, and its first reading counts.
         """
 
         async def read(page: _GBPortfolioPage) -> dict[str, Snapshot | PayloadError]:
             return await self._portfolio_page(page, experiments)
 
+        async def read_once() -> tuple[None, bool]:
+            path = "/experiments/results"
+            return None, await self._read_pages(path, _GBPortfolioPage, read, pages.send)
+
         async with pages:
-            await self._read_pages("/experiments/results", _GBPortfolioPage, read, pages.send)
+            await read_settled(read_once, source=self.name, what="portfolio")
 
     async def _portfolio_page(
         self, page: _GBPortfolioPage, experiments: Mapping[str, Experiment]
@@ -345,15 +399,34 @@ class GrowthBookSource(HttpSource):
                 found[result.experimentId] = error
         return found
 
+    def _check_answer_is_for(self, experiment_id: str, path: str, *answered: str) -> None:
+        """An answer about another experiment than the one asked for is a PayloadError (not
+        results to record under the other one's id)."""
+        for other in answered:
+            if other != experiment_id:
+                raise PayloadError(
+                    f"GrowthBook GET {path} answered for experiment {other[:200]!r}, "
+                    f"not {experiment_id!r}",
+                    source=self.name,
+                    experiment_id=experiment_id,
+                )
+
     # -- HTTP -----------------------------------------------------------------------------
 
     async def _pages(
-        self, path: str, model: type[_P], *, offset: int | None = 0
+        self,
+        path: str,
+        model: type[_P],
+        *,
+        offset: int | None = 0,
+        paging: _Paging | None = None,
     ) -> AsyncIterator[_P]:
         """Every page of a paginated list endpoint from `offset`, with the source's filters,
-        one after another."""
+        one after another, each checked by `paging` (one reading of the list)."""
+        paging = paging or _Paging(self.name, path)
         while offset is not None:
             page = await self._get(path, model, params=self._page_params(path, offset))
+            paging.check(page, offset)
             yield page
             offset = self._next_offset(path, page, offset)
 
@@ -363,25 +436,34 @@ class GrowthBookSource(HttpSource):
         model: type[_P],
         read: Callable[[_P], Awaitable[_T]],
         deliver: Callable[[_T], Awaitable[None]],
-    ) -> None:
+    ) -> bool:
         """Every page of a paginated list endpoint, each `read` as it arrives and handed to
-        `deliver` in order.
+        `deliver` in order; returns whether the list shrank while it was read.
 
         The first page says how many items there are (`total`) and how far a page reaches
         (`nextOffset`); the pages after it are then requested `pages_in_flight` at a time,
         never more than that many ahead of `deliver`. Without a `total`, or past it (the list
         grew meanwhile), page after page. The first failure propagates, once the other
         requests are cancelled.
+
+        A page holding only items of earlier pages ends the reading with `PagesRepeat`: the
+        list loops (a server ignoring the offset, or promising pages for ever), or it shifted
+        by a whole page. A page counting fewer items than the first (its `total`) means items
+        were removed while the list was read: those after a removed one moved up a place, so
+        one may have been skipped. Either way the caller reads it again (`read_settled`).
         """
+        paging = _Paging(self.name, path)
         first = await self._get(path, model, params=self._page_params(path, 0))
+        paging.check(first, 0)
         await deliver(await read(first))
         offset = self._next_offset(path, first, 0)
         if offset is not None and first.total is not None:
             offset = await self._read_ahead(
-                path, model, read, deliver, range(offset, first.total, offset)
+                path, model, read, deliver, range(offset, first.total, offset), paging
             )
-        async for page in self._pages(path, model, offset=offset):
+        async for page in self._pages(path, model, offset=offset, paging=paging):
             await deliver(await read(page))
+        return paging.shrank
 
     async def _read_ahead(
         self,
@@ -390,6 +472,7 @@ class GrowthBookSource(HttpSource):
         read: Callable[[_P], Awaitable[_T]],
         deliver: Callable[[_T], Awaitable[None]],
         offsets: range,
+        paging: _Paging,
     ) -> int | None:
         """The pages at `offsets`, requested concurrently and delivered in order; returns
         where the page after the last one starts (None: there is none)."""
@@ -405,6 +488,7 @@ class GrowthBookSource(HttpSource):
             nonlocal after_last
             try:
                 page = await self._get(path, model, params=self._page_params(path, offsets[index]))
+                paging.check(page, offsets[index])
                 read_pages[index] = await read(page)
                 if index == len(offsets) - 1:
                     after_last = self._next_offset(path, page, offsets[index])
@@ -642,6 +726,43 @@ class GrowthBookSource(HttpSource):
             higher_is_better=higher_is_better,
             variations=tuple(variations),
         )
+
+
+class _Paging:
+    """What the pages of one reading of a list have shown: the first page's `total`, the
+    ids of the items seen, and whether a later page counted fewer items (the list shrank)."""
+
+    def __init__(self, source: str, path: str) -> None:
+        self._source = source
+        self._path = path
+        self._seen: set[str] = set()
+        self._pages = 0
+        self._first_total: int | None = None
+        self.shrank = False
+
+    def check(self, page: _GBPage, offset: int) -> None:
+        """Take in the page read at `offset`; `PagesRepeat` if it brings nothing new: only
+        items of earlier pages, or none while promising more past the first page's total
+        (within it, a portfolio page may hold none: experiments without results are left out)."""
+        ids = page.item_ids()
+        if self._pages == 0:
+            self._first_total = page.total
+        else:
+            past_the_end = self._first_total is None or offset >= self._first_total
+            if self._seen.issuperset(ids) and (ids or (page.hasMore and past_the_end)):
+                raise PagesRepeat(
+                    f"GrowthBook pagination of {self._path} did not advance: the page at "
+                    f"offset {offset} brings nothing earlier pages did not (the list loops)",
+                    source=self._source,
+                )
+            if (
+                page.total is not None
+                and self._first_total is not None
+                and page.total < self._first_total
+            ):
+                self.shrank = True
+        self._seen.update(ids)
+        self._pages += 1
 
 
 class _NoResultsYet(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
@@ -31,7 +31,15 @@ from .statsig_payloads import (
     to_experiment,
     to_snapshot,
 )
-from .upstream import NO_RETRY, HttpSource, RetryPolicy, error_message, status_error
+from .upstream import (
+    NO_RETRY,
+    HttpSource,
+    PagesRepeat,
+    RetryPolicy,
+    error_message,
+    read_settled,
+    status_error,
+)
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "StatsigSource"]
 
@@ -84,26 +92,46 @@ class StatsigSource(HttpSource):
         self._known_ids: set[str] = set()
 
     async def list_experiments(self) -> list[Experiment]:
-        """Every experiment matching the status filter, following `pagination.nextPage`."""
-        found: list[Experiment] = []
+        """Every experiment matching the status filter, following `pagination.nextPage`.
+
+        An experiment listed twice (the list shifted while paging) is kept once; a page that
+        names a next page without bringing a new experiment is a PayloadError (following it
+        could go on forever). A list that shrank (a page counting fewer `totalItems` than the
+        first) or repeated itself while it was read may have skipped an experiment, as those
+        after a removed or inserted one move: it is read once more (`read_settled`)."""
+        found = await read_settled(self._list_once, source=self.name, what="experiment list")
+        self._known_ids.update(found)
+        return list(found.values())
+
+    async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
+        """One reading of the list, and whether it shrank meanwhile."""
+        found: dict[str, Experiment] = {}
+        first_total: float | None = None
+        shrank = False
         page = 1
         while True:
             params: dict[str, str | int] = {"page": page, "limit": self._page_size}
             if self._status:
                 params["status"] = self._status
             listed = await self._get("/experiments", ExperimentList, params=params)
-            found.extend(self._experiment(e) for e in listed.data)
+            total = listed.pagination.totalItems
+            if page == 1:
+                first_total = total
+            elif total is not None and first_total is not None and total < first_total:
+                shrank = True
+            before = len(found)
+            found.update((e.id, self._experiment(e)) for e in listed.data)
             if listed.pagination.nextPage is None:
                 break
             next_page = _page_of(listed.pagination.nextPage) or page + 1
-            if next_page <= page:
-                raise PayloadError(
-                    f"Statsig pagination did not advance (page {page} → {next_page})",
+            if next_page <= page or len(found) == before:
+                raise PagesRepeat(
+                    f"Statsig pagination did not advance (page {page} → {next_page}, "
+                    f"{len(found) - before} new experiments)",
                     source=self.name,
                 )
             page = next_page
-        self._known_ids.update(e.experiment_id for e in found)
-        return found
+        return found, shrank
 
     async def fetch_results(self, experiment: Experiment) -> tuple[Experiment, Snapshot | None]:
         """The experiment as Statsig describes it now and its latest Pulse, merged over pairs.
@@ -123,7 +151,7 @@ class StatsigSource(HttpSource):
         since the experiment started: the traffic split over time, for SRM history."""
         experiment_id = experiment.experiment_id
         response = await self._get(
-            f"/experiments/{experiment_id}/cumulative_exposures",
+            f"/experiments/{quote(experiment_id, safe='')}/cumulative_exposures",
             ExposuresResponse,
             experiment_id=experiment_id,
         )
@@ -135,8 +163,15 @@ class StatsigSource(HttpSource):
     async def _fetch(
         self, experiment_id: str, *, day: date | None
     ) -> tuple[Experiment, Snapshot | None]:
-        path = f"/experiments/{experiment_id}"
+        path = f"/experiments/{quote(experiment_id, safe='')}"
         payload = (await self._get(path, ExperimentResponse, experiment_id=experiment_id)).data
+        if payload.id != experiment_id:  # not results to record under another experiment's id
+            raise PayloadError(
+                f"Statsig GET {path} answered for experiment {payload.id[:200]!r}, "
+                f"not {experiment_id!r}",
+                source=self.name,
+                experiment_id=experiment_id,
+            )
         current = self._experiment(payload)
         control, tests = pair_groups(payload)
         if payload.status == "setup" or control is None or not tests:

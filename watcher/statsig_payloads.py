@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from store import (
     Decision,
@@ -29,12 +29,15 @@ from store import (
     HealthStatus,
     MetricResult,
     MetricRole,
+    PayloadError,
     Snapshot,
     Variation,
     VariationResult,
     Verdict,
 )
 from store import HealthCheck as StoreHealthCheck
+
+from .upstream import distinct
 
 __all__ = [
     "ExperimentList",
@@ -50,9 +53,14 @@ __all__ = [
     "to_snapshot",
 ]
 
+MAX_EPOCH_MS = 253_402_300_799_999
+"""The last millisecond of year 9999: later epoch times are no times a datetime can hold."""
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN and infinities (NaN / Infinity tokens, 1e400, "NaN" strings) are payload errors:
+    # the store cannot keep them and no platform means them.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class Group(_Model):
@@ -88,7 +96,7 @@ class ExperimentPayload(_Model):
     status: str
     groups: list[Group]
     controlGroupID: str | None = None
-    lastModifiedTime: float | None = None
+    lastModifiedTime: float | None = Field(default=None, ge=0, le=MAX_EPOCH_MS)
     sequentialTesting: bool = False
     defaultConfidenceInterval: str = "95"
     primaryMetrics: list[MetricRef] = []
@@ -98,6 +106,11 @@ class ExperimentPayload(_Model):
     healthCheckStatus: str | None = None
     tags: list[str] = []
     launchedGroupID: str | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _distinct_groups(cls, groups: list[Group]) -> list[Group]:
+        return distinct(groups, lambda g: g.id or g.name, "group")
 
     @property
     def metric_refs(self) -> list[MetricRef]:
@@ -110,6 +123,8 @@ class Pagination(_Model):
 
     pageNumber: float
     nextPage: str | None
+    totalItems: float | None = None
+    """How many items the whole list holds (a later page counting fewer: it shrank)."""
 
 
 class ExperimentList(_Model):
@@ -202,6 +217,15 @@ class PulseData(_Model):
         default=[], validation_alias=AliasChoices("otherMetrics", "other_metrics")
     )
 
+    @model_validator(mode="after")
+    def _distinct_metrics(self) -> PulseData:
+        distinct(
+            self.primaryMetrics + self.secondaryMetrics + self.otherMetrics,
+            lambda m: m.metricID,
+            "metric",
+        )
+        return self
+
 
 class PulseResponse(_Model):
     """GET /console/v1/experiments/{id}/pulse_results."""
@@ -289,7 +313,7 @@ def to_snapshot(
     loaded = _from_epoch_ms(_pulse_load_time(e))
     if day is not None or loaded is None:
         loaded = _end_of(ds)
-    return Snapshot(
+    snapshot = Snapshot(
         source=source,
         experiment_id=e.id,
         upstream_snapshot_id=ds,
@@ -300,6 +324,31 @@ def to_snapshot(
         health_checks=health_checks(e),
         metrics=metrics_out,
     )
+    wrong = _out_of_range(snapshot)
+    if wrong is not None:
+        raise PayloadError(
+            f"Statsig Pulse of experiment {e.id!r} has a number out of range ({wrong})",
+            source=source,
+            experiment_id=e.id,
+        )
+    return snapshot
+
+
+_COMPUTED = ("users", "mean", "stddev", "relative_change", "ci_low", "ci_high", "p_value")
+"""The numbers converted from Statsig's units, which can overflow however finite the inputs."""
+
+
+def _out_of_range(snapshot: Snapshot) -> str | None:
+    """Where `snapshot` holds a number that is not finite, if anywhere."""
+    if not math.isfinite(snapshot.total_users):
+        return "total users"
+    for metric in snapshot.metrics:
+        for variation in metric.variations:
+            for name in _COMPUTED:
+                value = getattr(variation, name)
+                if value is not None and not math.isfinite(value):
+                    return f"{name} of {metric.metric_id} for group {variation.variation_id}"
+    return None
 
 
 def health_checks(e: ExperimentPayload) -> tuple[StoreHealthCheck, ...]:
@@ -428,7 +477,8 @@ def _pulse_load_time(e: ExperimentPayload) -> float | None:
     for check in e.healthChecks:
         value = (check.metadata or {}).get("lastPulseLoadTime")
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            # Metadata is free-form: a time past any datetime (or NaN) is no time at all.
+            return float(value) if 0 <= value <= MAX_EPOCH_MS else None
     return None
 
 

@@ -4,11 +4,14 @@ validation failures into the words of a user-facing message."""
 from __future__ import annotations
 
 import difflib
+import logging
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import anyio
 import httpx
 import stamina
 from pydantic import BaseModel, ValidationError
@@ -23,7 +26,10 @@ from store import (
 
 from .budget import RateBudget
 
+logger = logging.getLogger(__name__)
+
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,20 +108,58 @@ async def get_model(
                 check(response)
             except SourceUnavailable as exc:
                 if budget is not None and exc.status_code == 429:
+                    asked = exc.retry_after_seconds  # 0 (retry at once) is an answer too
                     budget.pause_for(
                         min(
-                            exc.retry_after_seconds or retry.wait_max, retry.retry_after_cap_seconds
+                            retry.wait_max if asked is None else asked,
+                            retry.retry_after_cap_seconds,
                         )
                     )
                 raise
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
+        first = exc.errors()[0]
+        problem = (
+            f"malformed JSON ({first['msg']})"
+            if first["type"] == "json_invalid"
+            else summarize_validation(exc)
+        )
         raise PayloadError(
-            f"{platform} GET {path} returned an unexpected payload: {summarize_validation(exc)}",
+            f"{platform} GET {path} returned an unexpected payload: {problem}",
             source=source,
             experiment_id=experiment_id,
         ) from exc
+
+
+class PagesRepeat(PayloadError):
+    """A page of a list brought nothing that earlier pages had not: the list loops (a
+    server ignoring the offset, or promising pages for ever), or it shifted by a whole page
+    while it was read. Only a second reading tells them apart (see `read_settled`)."""
+
+
+R = TypeVar("R")
+
+
+async def read_settled(
+    read_once: Callable[[], Awaitable[tuple[R, bool]]], *, source: str, what: str
+) -> R:
+    """A paginated list, read with `read_once` (which returns what it read and whether the
+    list shrank meanwhile). A reading that shrank or repeated itself (`PagesRepeat`) may have
+    skipped items, as the items after a removed or inserted one move: the list is read once
+    more, and that reading is taken as it is; a second repetition is the list looping, an
+    error for this cycle."""
+    try:
+        found, shrank = await read_once()
+    except PagesRepeat as exc:
+        why = str(exc)
+    else:
+        if not shrank:
+            return found
+        why = f"the {what} shrank while it was read"
+    logger.warning("source %s: %s; reading it again", source, why)
+    found, _ = await read_once()
+    return found
 
 
 class HttpSource:
@@ -194,11 +238,16 @@ async def _get(
     source: str,
     experiment_id: str | None,
 ) -> httpx.Response:
+    """One GET, its answer read whole within `timeout_seconds`: httpx's timeouts bound each
+    step (connect, every read), so an answer dripping in slowly would never trip them; the
+    overall deadline does."""
     try:
-        return await client.get(url, params=params, headers=headers, timeout=timeout_seconds)
-    except httpx.TimeoutException as exc:
+        with anyio.fail_after(timeout_seconds):
+            return await client.get(url, params=params, headers=headers, timeout=timeout_seconds)
+    except (httpx.TimeoutException, TimeoutError) as exc:
         raise SourceUnavailable(
-            f"{platform} did not answer GET {path} in time",
+            f"{platform} did not answer GET {path} in time: timed out after "
+            f"{timeout_seconds:g} s (request_timeout_seconds)",
             source=source,
             experiment_id=experiment_id,
         ) from exc
@@ -220,7 +269,20 @@ def _transport_reason(exc: httpx.TransportError) -> str:
                 "platform uses a private CA, set [watcher] ca_bundle"
             )
         cause = cause.__cause__ or cause.__context__
+    for kind, words in _TRANSPORT_FAILURES:
+        if isinstance(exc, kind):
+            return f"{words} ({type(exc).__name__})"
     return type(exc).__name__
+
+
+_TRANSPORT_FAILURES: tuple[tuple[type[httpx.TransportError], str], ...] = (
+    (httpx.ConnectError, "the connection could not be opened"),
+    (httpx.RemoteProtocolError, "the connection was dropped before the answer was complete"),
+    (httpx.ReadError, "the connection was reset while the answer was read"),
+    (httpx.WriteError, "the connection was reset while the request was sent"),
+)
+"""What a transport error means, in words; httpx's own message is left out (it may quote
+what was sent)."""
 
 
 def status_error(
@@ -253,25 +315,53 @@ def status_error(
     if status in guidance:
         where += f" — {guidance[status]}"
     elif is_not_found and experiment_id is not None:
+        known = set(known_ids)
+        gone = (
+            " It was listed before: it may have been deleted, or the key no longer sees it."
+            if experiment_id in known
+            else ""
+        )
         return ExperimentNotFound(
-            f"{platform} experiment {experiment_id!r} not found in source {source!r} ({where}).",
+            f"{platform} experiment {experiment_id!r} not found in source {source!r} "
+            f"({where}).{gone}",
             source=source,
             experiment_id=experiment_id,
             status_code=status,
-            suggestions=difflib.get_close_matches(experiment_id, sorted(known_ids), n=3),
+            suggestions=difflib.get_close_matches(experiment_id, sorted(known - {experiment_id})),
         )
     return SourceRejected(where, source=source, experiment_id=experiment_id, status_code=status)
 
 
 def error_message(response: httpx.Response) -> str:
-    """The platform's own error text (its JSON `message`), shortened; else the reason."""
+    """The platform's own error text (its JSON `message`), shortened; else the reason.
+    A credential the request carried is masked: a platform or a proxy may quote it."""
     try:
         body: Any = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:500]
-    return response.reason_phrase
+        text = response.text[:200] or response.reason_phrase
+    else:
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            text = str(body["message"])[:500]
+        else:
+            text = response.reason_phrase
+    return _without_credentials(text, response)
+
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "statsig-api-key"})
+
+
+def _without_credentials(text: str, response: httpx.Response) -> str:
+    try:
+        headers = response.request.headers
+    except RuntimeError:  # a response built without a request carries no credential
+        return text
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name, "")
+        # The whole header, and its token without the scheme ("Bearer <key>").
+        for secret in sorted({value, value.partition(" ")[2]}, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
+    return text
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -293,3 +383,12 @@ def summarize_validation(exc: ValidationError) -> str:
     location = ".".join(str(part) for part in first["loc"]) or "(root)"
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{location}: {first['msg']}{extra}"
+
+
+def distinct(items: list[T], key: Callable[[T], str], what: str) -> list[T]:
+    """`items`, when no two share a `key`; else a ValueError naming the repeated keys (in a
+    model's validator: a validation error at that field, so a PayloadError naming it)."""
+    repeated = [k for k, count in Counter(key(item) for item in items).items() if count > 1]
+    if repeated:
+        raise ValueError(f"{what} {', '.join(map(repr, repeated))} listed more than once")
+    return items

@@ -21,19 +21,23 @@ from expwatch.serving import serve_asgi
 from simulator import (
     ConnectionDroppedError,
     DriftFault,
+    DripFault,
     Faults,
     HangFault,
     LatencyFault,
     LoggedRequest,
     MalformedBodyFault,
+    PageLoopFault,
     RateLimitFault,
     RequestLog,
     ResetFault,
     StatusFault,
+    VanishFault,
     build_growthbook_app,
     build_statsig_app,
     default_scenario,
     default_statsig_scenario,
+    on_item,
     remove_field,
     set_field,
 )
@@ -557,3 +561,212 @@ async def test_the_request_log_records_every_request_of_both_apps() -> None:
     log.clear()
     assert len(log) == 0
     assert list(log) == []
+
+
+# -- slow drips ------------------------------------------------------------------------------
+
+
+async def test_a_drip_sends_the_platforms_answer_chunk_by_chunk_on_the_faults_sleep() -> None:
+    """With a test clock's sleep nothing of the body arrives before the clock moves; once it
+    has moved far enough, the whole answer is the platform's own."""
+    clock = ManualClock(NOW)
+    async with connect(GROWTHBOOK.build(ManualClock(NOW)), GROWTHBOOK) as client:
+        honest = await get_json(client, GB_RESULTS)
+    faults = Faults(sleep=clock.sleep)
+    log = RequestLog()
+    rule = faults.add(DripFault(chunk_bytes=100, interval_seconds=1.0), path=GB_RESULTS)
+    app = GROWTHBOOK.build(clock, faults=faults, request_log=log)
+    responses: list[httpx.Response] = []
+    async with connect(app, GROWTHBOOK) as client, anyio.create_task_group() as tg:
+
+        async def fetch() -> None:
+            responses.append(await client.get(GB_RESULTS))
+
+        tg.start_soon(fetch)
+        with anyio.fail_after(5):
+            await clock.wait_for_sleep_calls(1)
+            assert responses == []
+            chunks = -(-len(json.dumps(honest, separators=(",", ":"))) // 100)
+            for _ in range(chunks + 1):
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(1.0)
+    assert [r.status_code for r in responses] == [200]
+    assert responses[0].json() == honest
+    assert clock.sleep_calls >= 2  # dripped, not sent at once
+    assert rule.hits == 1 and [(e.status_code, e.fault) for e in log] == [(200, rule.fault)]
+
+
+async def test_a_drip_under_uvicorn_never_trips_a_read_timeout_longer_than_its_gaps() -> None:
+    """Over loopback each chunk arrives within httpx's read timeout, so a client bounded only
+    per read gets the whole answer, however long it took in all."""
+    async with connect(STATSIG.build(ManualClock(NOW)), STATSIG) as client:
+        honest = await get_json(client, STATSIG_EXPERIMENT)
+    faults = Faults()
+    faults.add(DripFault(chunk_bytes=64, interval_seconds=0.01))
+    app = STATSIG.build(ManualClock(NOW), faults=faults)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(partial(serve_asgi, app, port=0))
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=STATSIG.headers, timeout=5.0
+        ) as client:
+            with anyio.fail_after(30):
+                response = await client.get(STATSIG_EXPERIMENT)
+        tg.cancel_scope.cancel()
+    assert response.status_code == 200 and response.json() == honest
+    assert len(response.content) > 64  # more than one chunk went over the wire
+
+
+async def test_a_drip_under_uvicorn_stops_when_the_client_gives_up() -> None:
+    """A client's own deadline ends the drip: the server is not left dripping to nobody (its
+    grace period outlasts the test's timeout, so a drip outliving the client would fail it)."""
+    faults = Faults()
+    faults.add(DripFault(chunk_bytes=1, interval_seconds=0.05))
+    app = GROWTHBOOK.build(ManualClock(NOW), faults=faults)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(partial(serve_asgi, app, port=0, grace_seconds=120))
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=GROWTHBOOK.headers, timeout=5.0
+        ) as client:
+            with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+                await client.get(GB_RESULTS)
+        tg.cancel_scope.cancel()
+
+
+# -- vanishing experiments and looping pages -------------------------------------------------
+
+
+async def test_a_vanished_growthbook_experiment_is_left_out_and_unknown_until_it_returns() -> None:
+    """While the rule is active both lists leave it out (their totals drop) and its own
+    endpoints answer GrowthBook's unknown-id 400; after `until` it is back."""
+    clock = ManualClock(NOW)
+    faults = Faults()
+    rule = faults.add(
+        VanishFault("exp_checkout_redesign"), start=NOW, until=NOW + timedelta(seconds=10)
+    )
+    app = GROWTHBOOK.build(clock, faults=faults)
+    async with connect(app, GROWTHBOOK) as client:
+        listed = await get_json(client, "/api/v1/experiments")
+        portfolio = await get_json(client, "/api/v1/experiments/results")
+        results = await client.get(GB_RESULTS)
+        one = await client.get("/api/v1/experiments/exp_checkout_redesign")
+        clock.advance(10)
+        back = await get_json(client, "/api/v1/experiments")
+    ids = [e["id"] for e in listed["experiments"]]
+    assert "exp_checkout_redesign" not in ids and len(ids) == listed["total"] == 3
+    assert "exp_checkout_redesign" not in {
+        r["experimentId"] for r in portfolio["experimentResults"]
+    }
+    assert portfolio["total"] == 3
+    assert (results.status_code, one.status_code) == (400, 400)
+    assert results.json() == {"message": "Could not find experiment with that id"}
+    assert back["total"] == 4
+    assert rule.hits == 4  # every request while active, none after
+
+
+async def test_a_vanished_statsig_experiment_is_left_out_and_not_found() -> None:
+    """Statsig's list leaves it out (totalItems drops) and its endpoints answer 404."""
+    faults = Faults()
+    faults.add(VanishFault("checkout_redesign"))
+    app = STATSIG.build(ManualClock(NOW), faults=faults)
+    async with connect(app, STATSIG) as client:
+        listed = await get_json(client, "/console/v1/experiments")
+        one = await client.get(STATSIG_EXPERIMENT)
+        pulse = await client.get(f"{STATSIG_EXPERIMENT}/pulse_results")
+    assert "checkout_redesign" not in [e["id"] for e in listed["data"]]
+    assert listed["pagination"]["totalItems"] == 3
+    assert (one.status_code, pulse.status_code) == (404, 404)
+
+
+async def test_a_vanish_between_two_pages_shrinks_the_list_and_skips_an_item() -> None:
+    """An experiment gone after the first page was read: the second page's total drops and
+    the item that moved into the first page's range is never shown to an offset reader."""
+    clock = ManualClock(NOW)
+    faults = Faults()
+    app = GROWTHBOOK.build(clock, faults=faults)
+    async with connect(app, GROWTHBOOK) as client:
+        first = await get_json(client, "/api/v1/experiments?limit=1&offset=0")
+        faults.add(VanishFault(first["experiments"][0]["id"]), start=NOW + timedelta(seconds=1))
+        clock.advance(1)
+        rest = [
+            await get_json(client, f"/api/v1/experiments?limit=1&offset={offset}")
+            for offset in (1, 2, 3)
+        ]
+        faults.clear()
+        everything = await get_json(client, "/api/v1/experiments?limit=4")
+    assert (first["total"], [p["total"] for p in rest]) == (4, [3, 3, 3])
+    seen = [e["id"] for page in [first, *rest] for e in page["experiments"]]
+    missed = [e["id"] for e in everything["experiments"] if e["id"] not in seen]
+    assert len(seen) == 3 and len(missed) == 1
+    assert missed[0] == everything["experiments"][1]["id"]  # shifted into offset 0's place
+
+
+async def test_a_growthbook_page_loop_repeats_earlier_items_and_never_ends() -> None:
+    """From offset 2 each page carries the items at offset 0 and promises another, its
+    nextOffset advancing: following nextOffset never reaches an end."""
+    faults = Faults()
+    faults.add(PageLoopFault(from_offset=2, to_offset=0), path="/api/v1/experiments")
+    app = GROWTHBOOK.build(ManualClock(NOW), faults=faults)
+    pages: list[Json] = []
+    async with connect(app, GROWTHBOOK) as client:
+        offset: int | None = 0
+        while offset is not None and len(pages) < 10:
+            page = await get_json(client, f"/api/v1/experiments?limit=2&offset={offset}")
+            pages.append(page)
+            offset = page["nextOffset"] if page["hasMore"] else None
+        portfolio = await get_json(client, "/api/v1/experiments/results?limit=2&offset=2")
+    assert len(pages) == 10 and all(p["hasMore"] for p in pages)
+    assert [p["offset"] for p in pages] == list(range(0, 20, 2))
+    first_ids = [e["id"] for e in pages[0]["experiments"]]
+    assert all([e["id"] for e in p["experiments"]] == first_ids for p in pages[1:])
+    assert portfolio["offset"] == 2  # the rule's path leaves the portfolio scan honest
+    assert {r["experimentId"] for r in portfolio["experimentResults"]}.isdisjoint(first_ids)
+
+
+async def test_a_statsig_page_loop_repeats_the_first_page_with_a_next_page_forever() -> None:
+    """Statsig's page 3 of one item carries page 1's item and still names a next page."""
+    faults = Faults()
+    faults.add(PageLoopFault(from_offset=2, to_offset=0))
+    app = STATSIG.build(ManualClock(NOW), faults=faults)
+    async with connect(app, STATSIG) as client:
+        first = await get_json(client, "/console/v1/experiments?limit=1&page=1")
+        second = await get_json(client, "/console/v1/experiments?limit=1&page=2")
+        far = await get_json(client, "/console/v1/experiments?limit=1&page=9")
+    assert far["data"] == first["data"] != second["data"]
+    assert far["pagination"]["nextPage"] is not None
+    assert far["pagination"]["pageNumber"] == 9
+
+
+def test_a_page_loop_must_go_back() -> None:
+    """A loop to a later offset would be ordinary paging: refused where it is written."""
+    with pytest.raises(ValueError, match="a loop goes back"):
+        PageLoopFault(from_offset=2, to_offset=2)
+    with pytest.raises(ValueError, match="chunk_bytes must be at least 1"):
+        DripFault(chunk_bytes=0)
+    with pytest.raises(ValueError, match="interval_seconds must be >= 0"):
+        DripFault(interval_seconds=-1)
+
+
+async def test_a_drift_on_one_item_of_a_list_leaves_the_others_alone() -> None:
+    """`on_item` breaks one experiment of a portfolio page and no other; a page without it
+    passes unchanged."""
+    faults = Faults()
+    app = GROWTHBOOK.build(ManualClock(NOW), faults=faults)
+    async with connect(app, GROWTHBOOK) as client:
+        honest = await get_json(client, "/api/v1/experiments/results")
+        faults.add(
+            DriftFault(
+                on_item(
+                    "experimentResults",
+                    {"experimentId": "exp_pricing_page"},
+                    set_field("results.0.totalUsers", "many"),
+                )
+            )
+        )
+        drifted = await get_json(client, "/api/v1/experiments/results")
+    expected = copy.deepcopy(honest)
+    for item in expected["experimentResults"]:
+        if item["experimentId"] == "exp_pricing_page":
+            item["results"][0]["totalUsers"] = "many"
+    assert drifted == expected != honest
+    with pytest.raises(LookupError, match="no field 'results'"):
+        on_item("results", {}, set_field("x", 1))({"experimentResults": []})
