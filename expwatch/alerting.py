@@ -4,21 +4,23 @@ Apprise configuration file with tagged URLs."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import apprise
 
-from alerts import AlertPolicy, AlertRule, AlertTarget, Level, QuietHours, RateLimit
+from alerts import AlertPolicy, AlertRule, AlertTarget, Level, QuietHours, RateLimit, redact
 from alerts.dispatcher import is_valid_apprise_url
-from store import ConfigError
 
 from .config import Settings
 
-
-def _where(settings: Settings) -> str:
-    return str(settings.config_path) if settings.config_path else "the environment"
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_WORD = re.compile(r"[^\s/:@?&=,;'\"\[\]{}()#]{6,}")
 
 
 def alert_targets(settings: Settings) -> list[AlertTarget]:
@@ -27,12 +29,15 @@ def alert_targets(settings: Settings) -> list[AlertTarget]:
     targets = []
     for name, target in settings.alerts.targets.items():
         url = target.url.get_secret_value()
-        if not is_valid_apprise_url(url):
-            raise ConfigError(
-                f"alerts.targets.{name}.url is not a URL Apprise understands "
-                f"(in {_where(settings)})",
-                path=str(settings.config_path) if settings.config_path else None,
-                key=f"alerts.targets.{name}.url",
+        with _apprise_complaints() as complaints:
+            valid = is_valid_apprise_url(url)
+        if not valid:
+            reasons = [_mask_words(redact(c, url), url) for c in complaints]
+            raise settings.invalid(
+                f"alerts.targets.{name}.url",
+                "is not a URL Apprise understands"
+                + (f" ({'; '.join(reasons)})" if reasons else "")
+                + "; see https://github.com/caronc/apprise/wiki for each service's URL",
             )
         targets.append(
             AlertTarget(
@@ -47,29 +52,49 @@ def alert_targets(settings: Settings) -> list[AlertTarget]:
     return targets
 
 
+@contextmanager
+def _apprise_complaints() -> Iterator[list[str]]:
+    """What Apprise warns about while it parses URLs, kept out of the logs: its warnings
+    quote tokens (e.g. a malformed Slack token) that only a URL redaction would not catch.
+    URL-shaped parts of the messages are dropped here already."""
+    complaints: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            complaints.append(_URL.sub("[url]", record.getMessage()))
+        return False
+
+    logger = logging.getLogger("apprise")
+    logger.addFilter(keep)
+    try:
+        yield complaints
+    finally:
+        logger.removeFilter(keep)
+
+
 def _apprise_config_targets(settings: Settings) -> list[AlertTarget]:
     """Targets of an Apprise YAML/TEXT config file. Each is named by its service and a
-    digest of its URL, so its outbox rows survive reordering the file."""
+    digest of its URL, so its outbox rows survive reordering the file. An entry Apprise
+    cannot load is a ConfigError, not a target silently missing."""
     assert settings.alerts.apprise_config is not None
     path = settings.resolve(settings.alerts.apprise_config)
-    problem = _unreadable(path)
+    problem, text = _read(path)
     if problem:
-        raise ConfigError(
-            f"alerts.apprise_config: {path} {problem} (in {_where(settings)})",
-            path=str(path),
-            key="alerts.apprise_config",
-        )
+        raise settings.invalid("alerts.apprise_config", f"{path} {problem}")
     config = apprise.AppriseConfig()
-    config.add(str(path))
     sender = apprise.Apprise()
-    sender.add(config)
-    servers = list(sender)
-    if not servers:
-        raise ConfigError(
-            f"alerts.apprise_config: {path} holds no URL Apprise understands "
-            f"(in {_where(settings)})",
-            path=str(path),
-            key="alerts.apprise_config",
+    with _apprise_complaints() as complaints:
+        config.add(str(path))
+        sender.add(config)
+        servers = list(sender)
+    if complaints or not servers:
+        # Apprise's words may quote a credential from the file: mask every word of it.
+        reasons = [_mask_words(complaint, text) for complaint in complaints]
+        raise settings.invalid(
+            "alerts.apprise_config",
+            f"{path}: "
+            + (f"Apprise cannot load it ({'; '.join(reasons)})" if reasons else "holds no URL")
+            + "; see https://github.com/caronc/apprise/wiki/config",
         )
     targets = []
     for server in servers:
@@ -86,16 +111,29 @@ def _apprise_config_targets(settings: Settings) -> list[AlertTarget]:
     return targets
 
 
-def _unreadable(path: Path) -> str | None:
+def _mask_words(text: str, source: str) -> str:
+    """`text` with every word of `source` (six characters or more) masked."""
+    for word in sorted(set(_WORD.findall(source)), key=len, reverse=True):
+        text = text.replace(word, "****")
+    return text
+
+
+def _read(path: Path) -> tuple[str | None, str]:
+    """(what is wrong with the file or None, its text)."""
     if not path.exists():
-        return "does not exist"
+        return "does not exist", ""
     if path.is_dir():
-        return "is a directory, not a file"
+        return "is a directory, not a file", ""
     try:
-        path.read_bytes()
+        data = path.read_bytes()
     except PermissionError:
-        return "cannot be read (permission denied)"
-    return None
+        return "cannot be read (permission denied)", ""
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})", ""
+    try:
+        return None, data.decode()
+    except UnicodeDecodeError as exc:
+        return f"is not UTF-8 text (byte {exc.start} cannot be decoded)", ""
 
 
 def alert_policy(settings: Settings) -> AlertPolicy:

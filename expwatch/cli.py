@@ -165,7 +165,7 @@ def check_config(config_path: Path | None) -> None:
         sys.exit(EXIT_CONFIG)
     click.echo(
         f"configuration OK: {len(settings.sources)} source(s), "
-        f"{len(targets)} alert target(s), database {settings.database_url()}"
+        f"{len(targets)} alert target(s), database {settings.database_location()}"
     )
 
 

@@ -73,7 +73,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 for name in sorted(set(settings.alerts.targets) | set(outbox))
             ]
             result: dict[str, Any] = {
-                "database": settings.database_url().split("///")[-1],
+                "database": settings.database_location(),
                 "sources": sources,
                 "alert_targets": alert_targets,
                 "last_event_id": await store.last_event_id(),

@@ -7,11 +7,15 @@ alert URLs) are SecretStr: they print as '**********'.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import ssl
 import tomllib
+import types
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,7 +29,14 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from store import ConfigError, EventKind
 
@@ -43,11 +54,33 @@ class StoreSettings(_Section):
         default=Path("expwatch.db"),
         description="SQLite file; a relative path is relative to the config file",
     )
-    url: str | None = Field(
+    url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL; overrides `path` (e.g. PostgreSQL)"
     )
     retention_days: float = Field(default=0, ge=0)
     prune_interval_seconds: float = Field(default=86400, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the URL: it may hold a password.
+        if value is None:
+            return None
+        try:
+            dialect = make_url(value.get_secret_value()).get_dialect()
+        except ArgumentError:
+            raise ValueError(
+                "is not a SQLAlchemy URL (e.g. postgresql+asyncpg://user@host/expwatch)"
+            ) from None
+        if not getattr(dialect, "is_async", False):
+            raise ValueError(
+                "needs an asyncio driver: sqlite+aiosqlite://… or postgresql+asyncpg://…"
+            )
+        try:
+            dialect.import_dbapi()
+        except ImportError as exc:
+            raise ValueError(f"needs the {exc.name} package, which is not installed") from None
+        return value
 
 
 class WatcherSettings(_Section):
@@ -103,9 +136,11 @@ class StatsigSourceSettings(_SourceCommon):
     stale_after_seconds: float = Field(default=172800.0, ge=0)
 
 
-def _source_kind(value: Any) -> str:
-    kind = value.get("kind", "growthbook") if isinstance(value, dict) else value.kind
-    return str(kind)
+def _source_kind(value: Any) -> str | None:
+    # None (not a table, nor settings) makes pydantic report the source as the wrong type.
+    if isinstance(value, dict):
+        return str(value.get("kind", "growthbook"))
+    return getattr(value, "kind", None)
 
 
 SourceSettings = Annotated[
@@ -276,8 +311,56 @@ class Settings(BaseSettings):
 
     def database_url(self) -> str:
         if self.store.url:
-            return self.store.url
+            return self.store.url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.resolve(self.store.path)}"
+
+    def database_location(self) -> str:
+        """The database as a person reads it: the SQLite file, or the URL without password."""
+        if self.store.url:
+            return make_url(self.database_url()).render_as_string(hide_password=True)
+        return str(self.resolve(self.store.path))
+
+    @property
+    def origin(self) -> str:
+        """Where the settings came from, as error messages name it."""
+        return str(self.config_path) if self.config_path else "environment (EXPWATCH_…)"
+
+    def invalid(self, key: str, problem: str) -> ConfigError:
+        """The ConfigError of one bad setting of these settings."""
+        return invalid_setting(self.origin, key, problem)
+
+    def check_store_path(self) -> None:
+        """Raise ConfigError now if the SQLite file cannot be created where [store] path
+        says, rather than at the first write."""
+        if self.store.url:
+            return
+        path = self.resolve(self.store.path)
+        try:
+            if path.is_dir():
+                raise self.invalid("store.path", f"{path} is a directory, not a database file")
+            existing = path.parent
+            while not existing.exists():
+                existing = existing.parent
+        except OSError as exc:
+            raise self.invalid("store.path", f"cannot use {path}: {exc.strerror}") from None
+        if not existing.is_dir():
+            raise self.invalid(
+                "store.path", f"cannot create {path}: {existing} is a file, not a directory"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise self.invalid("store.path", f"cannot create {path}: {existing} is not writable")
+
+    def create_store_directory(self) -> None:
+        """Create the SQLite file's directory if it does not exist yet."""
+        if self.store.url:
+            return
+        directory = self.resolve(self.store.path).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self.invalid(
+                "store.path", f"cannot create the directory {directory}: {exc.strerror}"
+            ) from None
 
     def resolve(self, path: Path) -> Path:
         """A path from the settings: a relative one is relative to the config file."""
@@ -291,25 +374,35 @@ class Settings(BaseSettings):
         if self.watcher.ca_bundle is None:
             return None
         path = self.resolve(self.watcher.ca_bundle)
-        where = str(self.config_path) if self.config_path else "environment (EXPWATCH_…)"
         try:
             return ssl.create_default_context(cafile=path)
         except ssl.SSLError:
             why = "it holds no PEM certificate"
         except OSError as exc:
             why = exc.strerror or type(exc).__name__
-        raise ConfigError(
-            f"invalid configuration in {where}:\n  watcher.ca_bundle: cannot use {path} as "
-            f"the CA bundle: {why} (point it at a readable PEM file of CA certificates)",
-            path=where,
-            key="watcher.ca_bundle",
+        except ValueError:  # not text at all (the ssl module decodes the file as ASCII)
+            why = "it holds no PEM certificate"
+        raise self.invalid(
+            "watcher.ca_bundle",
+            f"cannot use {path} as the CA bundle: {why} (point it at a readable PEM file of "
+            "CA certificates)",
         )
+
+
+def invalid_setting(where: str, key: str, problem: str) -> ConfigError:
+    """The ConfigError of one bad setting, in the format every check uses:
+    `invalid configuration in <file>:` then `  <dotted.key>: <what is wrong>`."""
+    return ConfigError(
+        f"invalid configuration in {where}:\n  {key}: {problem}", path=where, key=key
+    )
 
 
 def load_config(path: Path | str | None = None) -> Settings:
     """Load settings from `path` (or $EXPWATCH_CONFIG) and the environment.
 
-    With neither, the defaults and the environment alone apply.
+    With neither, the defaults and the environment alone apply. Any mistake, in the file,
+    the environment or a file the settings name (CA bundle, database directory), is one
+    ConfigError naming the key, the file and, for a value from the environment, the variable.
     """
     if path is None and os.environ.get(CONFIG_ENV):
         path = os.environ[CONFIG_ENV]
@@ -320,13 +413,20 @@ def load_config(path: Path | str | None = None) -> Settings:
         where = str(path)
         data = _read_toml(path)
         data["config_path"] = path.resolve()
-    elif any(k.startswith(ENV_PREFIX) for k in os.environ):
+    elif any(k.upper().startswith(ENV_PREFIX) for k in os.environ):
         where = "environment (EXPWATCH_…)"
+    environment = _environment()
+    _check_environment_json(environment, where)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise _config_error(exc, where) from None
+        raise _config_error(exc, where, environment) from None
+    except SettingsError as exc:  # what _check_environment_json did not foresee
+        raise ConfigError(
+            f"invalid configuration in {where}:\n  the EXPWATCH_… environment: {exc}", path=where
+        ) from None
     settings.upstream_ssl_context()  # a CA bundle that cannot be used is a ConfigError now
+    settings.check_store_path()
     return settings
 
 
@@ -335,10 +435,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} does not exist (copy config.example.toml to start)",
-            path=str(path),
-        ) from None
+        if path.is_symlink():
+            why = f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        else:
+            why = "does not exist (copy config.example.toml to start)"
+        raise ConfigError(f"config file {path} {why}", path=str(path)) from None
     except IsADirectoryError:
         raise ConfigError(
             f"config path {path} is a directory, not a file", path=str(path)
@@ -347,11 +448,69 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {path} cannot be read (permission denied)", path=str(path)
         ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror or type(exc).__name__})",
+            path=str(path),
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+            "TOML files are UTF-8",
+            path=str(path),
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}", path=str(path)) from None
 
 
-def _config_error(exc: ValidationError, where: str) -> ConfigError:
+# -- the environment ----------------------------------------------------------------------
+
+
+def _environment() -> dict[str, tuple[str, ...]]:
+    """Each EXPWATCH_… variable that may set a key, with that key's path (as pydantic-settings
+    reads it: case-insensitive, nested with "__")."""
+    return {
+        name: tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV
+    }
+
+
+def _check_environment_json(environment: Mapping[str, tuple[str, ...]], where: str) -> None:
+    """A table or list set through the environment must be JSON; say which variable is not
+    (pydantic-settings only names the top-level field)."""
+    for name, parts in sorted(environment.items()):
+        annotation = _annotation_at(Settings, parts)
+        if annotation is None or not _is_structured(annotation):
+            continue
+        try:
+            json.loads(os.environ[name])
+        except ValueError:
+            raise invalid_setting(
+                where,
+                ".".join(parts),
+                f"{name} must be JSON (a table or an array from the environment is written as "
+                'JSON, e.g. \'["a", "b"]\' or \'{"key": 1}\')',
+            ) from None
+
+
+def _environment_variable(
+    loc: Sequence[int | str], environment: Mapping[str, tuple[str, ...]]
+) -> str | None:
+    """The variable that set the key at `loc` (or a table holding it), if one did."""
+    path = tuple(str(p).lower() for p in loc)
+    setting = [
+        (len(parts), name) for name, parts in environment.items() if path[: len(parts)] == parts
+    ]
+    return max(setting)[1] if setting else None
+
+
+# -- validation errors --------------------------------------------------------------------
+
+
+def _config_error(
+    exc: ValidationError, where: str, environment: Mapping[str, tuple[str, ...]]
+) -> ConfigError:
     problems = []
     first_key = None
     for error in exc.errors():
@@ -359,21 +518,59 @@ def _config_error(exc: ValidationError, where: str) -> ConfigError:
         if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
             tag = str(loc[2])
             loc = (*loc[:2], *loc[3:])  # the union's tag is not a key the user wrote
+        if error["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")
         key = ".".join(str(p) for p in loc)
         first_key = first_key or key
-        if error["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key{_suggest(loc, tag)}")
-        elif error["type"] == "missing":
-            problems.append(f"{key}: required key is missing")
-        else:
-            # The input value is left out on purpose: it may be a secret.
-            problems.append(f"{key}: {error['msg']}")
+        notes = []
+        if error["type"] in _TABLE_ERRORS or error["type"].endswith(("_type", "_parsing")):
+            notes.append(f"got {_toml_type(error['input'])}")
+        variable = _environment_variable(loc, environment)
+        if variable is not None:
+            notes.append(f"set by the environment variable {variable}")
+        problem = _problem(error, loc, tag) + (f" ({'; '.join(notes)})" if notes else "")
+        problems.append(f"{key}: {problem}")
     listing = "\n  ".join(problems)
     return ConfigError(f"invalid configuration in {where}:\n  {listing}", path=where, key=first_key)
 
 
+_TABLE_ERRORS = ("model_type", "model_attributes_type", "dict_type", "union_tag_not_found")
+
+
+def _problem(error: Any, loc: tuple[int | str, ...], tag: str | None) -> str:
+    """What is wrong, in words; the input value is left out on purpose: it may be a secret."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key{_suggest(loc, tag)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown source kind (use {' or '.join(repr(k) for k in SOURCE_KINDS)})"
+    if kind in _TABLE_ERRORS:
+        return "should be a table"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _toml_type(value: Any) -> str:
+    """The kind of a TOML value (or of an environment variable's text), never the value."""
+    for python_type, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (dict, "a table"),
+        (list, "an array"),
+        (datetime, "a date-time"),
+        (date, "a date"),
+        (time, "a time"),
+    ):
+        if isinstance(value, python_type):
+            return name
+    return type(value).__name__
+
+
 def _suggest(loc: tuple[int | str, ...], tag: str | None) -> str:
-    model = _section_model(loc, tag)
+    model = _model_in(_annotation_at(Settings, loc[:-1], tag=tag), tag)
     if model is None:
         return ""
     known = [k for k in model.model_fields if k != "config_path"]
@@ -381,17 +578,65 @@ def _suggest(loc: tuple[int | str, ...], tag: str | None) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
 
 
-def _section_model(loc: tuple[int | str, ...], tag: str | None) -> type[BaseModel] | None:
-    """The settings model that holds the key at `loc` (None if it cannot be told)."""
-    if loc[0] == "sources" and len(loc) == 3:
-        return StatsigSourceSettings if tag == "statsig" else GrowthBookSourceSettings
-    if loc[:2] == ("alerts", "targets") and len(loc) == 4:
-        return AlertTargetSettings
-    model: type[BaseModel] = Settings
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
+# -- the settings' shape ------------------------------------------------------------------
+
+_SOURCE_MODELS: dict[str, type[BaseModel]] = {
+    "growthbook": GrowthBookSourceSettings,
+    "statsig": StatsigSourceSettings,
+}
+
+
+def _annotation_at(annotation: Any, path: Sequence[int | str], *, tag: str | None = None) -> Any:
+    """The type of the setting at `path` (keys, table names and array indices) below
+    `annotation`; None when no setting is there."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if not path:
+        return annotation
+    head, rest = path[0], path[1:]
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        for member in _members(annotation, tag):
+            found = _annotation_at(member, path, tag=tag)
+            if found is not None:
+                return found
+        return None
+    if origin is dict:
+        return _annotation_at(get_args(annotation)[1], rest, tag=tag)
+    if origin is list:
+        return _annotation_at(get_args(annotation)[0], rest, tag=tag)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(head))
+        return None if field is None else _annotation_at(field.annotation, rest, tag=tag)
+    return None
+
+
+def _members(union: Any, tag: str | None) -> list[Any]:
+    """The alternatives of a union, the source model of kind `tag` first."""
+    members = [m for m in get_args(union) if m is not type(None)]
+    preferred = _SOURCE_MODELS.get(tag or "")
+    return sorted(members, key=lambda m: _model_in(m, None) is not preferred)
+
+
+def _model_in(annotation: Any, tag: str | None) -> type[BaseModel] | None:
+    """The settings model an annotation stands for (through Annotated and Optional)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [_model_in(m, None) for m in _members(annotation, tag)]
+        return next((m for m in models if m is not None), None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _is_structured(annotation: Any) -> bool:
+    """Whether pydantic-settings reads this setting from the environment as JSON."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_structured(m) for m in get_args(annotation))
+    if origin in (list, dict, set, tuple):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
