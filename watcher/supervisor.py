@@ -251,6 +251,7 @@ class Supervisor:
         jitter: float = 0.1,
         policy: StatsPolicy | None = None,
         source_policies: Mapping[str, SourcePolicy] | None = None,
+        detector: ChangeDetector | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -260,7 +261,7 @@ class Supervisor:
         self.finished_poll_interval_seconds = finished_poll_interval_seconds
         self.jitter = jitter
         self._random = random.Random()
-        self._detector = ChangeDetector(clock=clock.now, policy=policy)
+        self._detector = detector or ChangeDetector(clock=clock.now, policy=policy)
         policies = source_policies or {}
         self._runtimes = [_Runtime(s, policies.get(s.name, SourcePolicy()), clock) for s in sources]
         self._failing: dict[tuple[str, str | None], str] = {}
@@ -320,6 +321,16 @@ class Supervisor:
                 await self._cycle(rt, report)
             except* StoreError as group:
                 failure = _first_store_error(group)
+            except* Exception as group:
+                # A bug of ours, not the platform's or the database's: the daemon keeps
+                # watching; the traceback goes to the log, and the next cycle tries again.
+                logger.error(
+                    "poll cycle of %s failed unexpectedly",
+                    rt.source.name,
+                    exc_info=group,
+                    extra={"source": rt.source.name},
+                )
+                report.errors.append(f"unexpected failure: {_describe(group)}")
             if failure is None:
                 retry_seconds = None
                 delay = self._next_interval()
@@ -431,13 +442,18 @@ class Supervisor:
     async def _cycle_unlocked(self, rt: _Runtime, report: CycleReport) -> None:
         source = rt.source
         try:
+            # No deadline over the whole listing: a large portfolio at a low rate budget takes
+            # as long as it takes; each page has its own (request_timeout_seconds).
             async with rt.breaker.call():
-                with _deadline(self.poll_timeout_seconds):
-                    listed = await source.list_experiments()
+                listed = await source.list_experiments()
         except BreakerOpen:
             report.skipped_sources.append(source.name)
             return
         except (SourceError, TimeoutError) as exc:
+            await self._failed(rt, None, exc, report)
+            return
+        except Exception as exc:  # a parser bug: this cycle fails, the daemon goes on
+            logger.exception("unexpected failure listing %s", source.name)
             await self._failed(rt, None, exc, report)
             return
         finally:
@@ -545,6 +561,11 @@ class Supervisor:
                     await source.read_portfolio(dict(listed_due), pages_out)
                 except SourceError as exc:
                     failures.append(exc)  # raised below, outside the task group
+                except Exception as exc:  # a parser bug: fall back to one by one
+                    logger.exception("unexpected failure reading the portfolio of %s", source.name)
+                    failures.append(
+                        SourceError(f"unexpected failure: {_describe(exc)}", source=source.name)
+                    )
 
         try:
             async with rt.breaker.call():
@@ -623,13 +644,32 @@ class Supervisor:
         polls: Sequence[tuple[Experiment, Experiment, Snapshot | None]],
         report: CycleReport,
     ) -> None:
-        """Record (listed, current, snapshot) polls in one transaction."""
+        """Record (listed, current, snapshot) polls in one transaction. If recording fails
+        for another reason than the database (a poll our detection cannot handle), each poll
+        is recorded on its own, and the one that fails is that experiment's source error."""
         if not polls:
             return
         with anyio.CancelScope(shield=True):  # polls are recorded whole, or not at all
-            outcomes = await self._store.record_polls(
-                [(current, snapshot) for _, current, snapshot in polls], detect=self._detector
-            )
+            try:
+                outcomes = await self._store.record_polls(
+                    [(current, snapshot) for _, current, snapshot in polls],
+                    detect=self._detector,
+                )
+            except StoreError:
+                raise
+            except Exception as exc:
+                if len(polls) > 1:
+                    for poll in polls:
+                        await self._record_many(rt, [poll], report)
+                    return
+                experiment_id = polls[0][1].experiment_id
+                logger.exception(
+                    "unexpected failure recording %s",
+                    experiment_id,
+                    extra={"source": rt.source.name, "experiment": experiment_id},
+                )
+                await self._failed(rt, experiment_id, exc, report)
+                return
             now = self._clock.now()
             for (listed, current, snapshot), outcome in zip(polls, outcomes, strict=True):
                 known = rt.known.get(current.experiment_id)
@@ -847,6 +887,14 @@ def _is_store_failure(exc: BaseException) -> bool:
 def _first_store_error(group: BaseExceptionGroup[StoreError]) -> StoreError:
     first = group.exceptions[0]
     return first if isinstance(first, StoreError) else _first_store_error(first)
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected exception in a few words: its type and first line (groups: the first)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first_line[:200]}" if first_line else type(exc).__name__
 
 
 def _portfolio_pages(experiments: int) -> int:

@@ -294,7 +294,8 @@ CASES = [
         error="timed out",
         opens_breaker=True,
         loopback=True,
-        poll_timeout_seconds=0.8,
+        # Each request's own deadline cuts the drip (httpx's per-read timeouts never would).
+        request_timeout_seconds=0.8,
         refreshes=2,
     ),
     Case(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -16,6 +17,7 @@ from simulator import (
     DriftFault,
     Faults,
     HangFault,
+    LatencyFault,
     RateLimitFault,
     RequestLog,
     Scenario,
@@ -27,6 +29,8 @@ from store import EventKind, Store, sqlite_url
 from tests.helpers import ManualClock
 from tests.watcher.conftest import API_KEY, at_refresh
 from watcher import (
+    ChangeDetector,
+    CycleReport,
     GrowthBookSource,
     RateBudget,
     RetryPolicy,
@@ -335,3 +339,124 @@ async def test_a_shutdown_in_the_middle_of_a_cycle_loses_nothing(rig: Rig) -> No
     }
     assert await rig.store.snapshot_count("exp_checkout_redesign") == 2
     assert await rig.store.snapshot_count("exp_pricing_page") == 2
+
+
+class FailingDetector(ChangeDetector):
+    """Our own detection failing on one experiment's results (a bug we have not met yet)."""
+
+    def __init__(self, rig: Rig, experiment_id: str) -> None:
+        super().__init__(clock=rig.clock.now)
+        self.experiment_id = experiment_id
+
+    def __call__(self, **kw: Any) -> Any:
+        if kw["after"].experiment_id == self.experiment_id and kw["current"] is not None:
+            raise ZeroDivisionError("float division by zero")
+        return super().__call__(**kw)
+
+
+@pytest.mark.parametrize("policy", [ONE_BY_ONE, SourcePolicy()], ids=["one-by-one", "portfolio"])
+async def test_a_result_our_detection_cannot_handle_fails_alone(
+    rig: Rig, policy: SourcePolicy
+) -> None:
+    """An exception of ours while recording one experiment (here in detection) is that
+    experiment's source error, logged with its traceback; the rest of its page is recorded
+    and the breaker does not count it."""
+    supervisor = Supervisor(
+        rig.store,
+        [rig.source()],
+        clock=rig.clock,
+        source_policies={"gb": policy},
+        detector=FailingDetector(rig, "exp_pricing_page"),
+    )
+    at_refresh(rig.clock, rig.scenario, 2)
+    report = await supervisor.poll_once()
+    [error] = [e for e in report.events if e.kind is EventKind.SOURCE_ERROR]
+    assert error.experiment_id == "exp_pricing_page"
+    assert "ZeroDivisionError" in str(error.details) or "division" in str(error.after)
+    assert await rig.store.snapshot_count("exp_checkout_redesign") == 1
+    assert await rig.store.snapshot_count("exp_pricing_page") == 0
+    assert supervisor.status()[0].breaker.consecutive_failures == 0
+
+
+class BrokenListing(GrowthBookSource):
+    """A source whose listing returns, once, something that is not a list of experiments."""
+
+    broken = True
+
+    async def list_experiments(self) -> Any:
+        if self.broken:
+            self.broken = False
+            return [None]
+        return await super().list_experiments()
+
+
+async def test_an_unexpected_failure_in_a_cycle_is_logged_and_the_loop_goes_on(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours that escapes every narrower guard ends that cycle, not the daemon: the
+    traceback is logged, the cycle's report says so, and the next cycle records."""
+    source = BrokenListing(name="gb", base_url="http://gb.test", api_key=API_KEY, client=rig.client)
+    supervisor = rig.supervisor(source=source, poll_interval_seconds=60, jitter=0)
+    at_refresh(rig.clock, rig.scenario, 2)
+    reports: list[CycleReport] = []
+    second = anyio.Event()
+
+    def on_cycle(report: CycleReport) -> None:
+        reports.append(report)
+        if len(reports) == 2:
+            second.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: supervisor.run(on_cycle=on_cycle))
+            await drive(rig.clock, step_seconds=60, until=second)
+            tg.cancel_scope.cancel()
+    assert any("unexpected failure" in e for e in reports[0].errors), reports[0].errors
+    assert "poll cycle of gb failed unexpectedly" in caplog.text
+    assert "Traceback" in caplog.text or "AttributeError" in caplog.text
+    assert reports[1].errors == [] and reports[1].new_snapshots >= 1
+    assert await rig.store.snapshot_count("exp_checkout_redesign") == 1
+
+
+async def test_a_listing_longer_than_the_poll_timeout_is_read_to_the_end(rig: Rig) -> None:
+    """poll_timeout_seconds bounds one experiment's fetch, not the whole listing: pages that
+    each answer in time (0.2 s here, one experiment per page, one page after the other)
+    are read to the end though together they take longer than the poll timeout."""
+    rig.faults.add(LatencyFault(0.2), path="/api/v1/experiments")
+    source = GrowthBookSource(
+        name="gb", base_url="http://gb.test", api_key=API_KEY, client=rig.client, page_size=1
+    )
+    supervisor = Supervisor(
+        rig.store,
+        [source],
+        clock=rig.clock,
+        source_policies={"gb": ONE_BY_ONE},
+        poll_timeout_seconds=0.3,
+    )
+    at_refresh(rig.clock, rig.scenario, 2)
+    report = await supervisor.poll_once()
+    assert report.errors == []
+    assert supervisor.status()[0].listed == 2  # the running experiments, one page each
+    assert rig.requests.count(path_prefix="/api/v1/experiments", method="GET") >= 2
+    assert await rig.store.snapshot_count("exp_checkout_redesign") == 1
+
+
+class BrokenPortfolio(GrowthBookSource):
+    """A source whose portfolio reader has a bug (here: a KeyError of its own)."""
+
+    async def read_portfolio(self, *args: Any, **kw: Any) -> None:
+        raise KeyError("results")
+
+
+async def test_a_bug_in_the_portfolio_reader_falls_back_to_one_request_per_experiment(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = BrokenPortfolio(
+        name="gb", base_url="http://gb.test", api_key=API_KEY, client=rig.client
+    )
+    supervisor = rig.supervisor(source=source, policy=SourcePolicy())
+    at_refresh(rig.clock, rig.scenario, 2)
+    report = await supervisor.poll_once()
+    assert report.fetched == 2 and report.errors == []
+    assert "unexpected failure reading the portfolio of gb" in caplog.text
+    assert await rig.store.snapshot_count("exp_pricing_page") == 1
