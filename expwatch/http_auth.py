@@ -86,7 +86,38 @@ def _host_of(authority: str) -> str:
     return urlsplit(f"//{authority}").hostname or ""
 
 
-class OriginGuard:
+class _Gate:
+    """A pure ASGI wrapper that refuses some HTTP and WebSocket requests before they reach
+    `app`; everything else, the lifespan included, passes through untouched, streaming
+    responses too. Subclasses say why a request is refused (`_problem`) and how (`_refuse`)."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        problem = self._problem(scope)
+        if problem is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            self._log(scope, problem)
+            await send({"type": "websocket.close", "code": 1008, "reason": "refused"})
+        else:
+            self._log(scope, problem)
+            await self._refuse(send, problem)
+
+    def _problem(self, scope: Scope) -> str | None:
+        raise NotImplementedError
+
+    def _log(self, scope: Scope, problem: str) -> None:
+        raise NotImplementedError
+
+    async def _refuse(self, send: Send, problem: str) -> None:
+        raise NotImplementedError
+
+
+class OriginGuard(_Gate):
     """A pure ASGI wrapper against requests a web page makes on the user's behalf.
 
     - An `Origin` header (browsers send it on cross-origin and on POST requests) must be a
@@ -104,18 +135,10 @@ class OriginGuard:
         self._allowed_origins = allowed_origins
         self._check_host = check_host
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        problem = self._problem(scope)
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
+    def _log(self, scope: Scope, problem: str) -> None:
         logger.warning("MCP HTTP request refused: %s", problem)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "forbidden"})
-            return
+
+    async def _refuse(self, send: Send, problem: str) -> None:
         await _send_json(send, 403, {"error": "forbidden", "message": problem})
 
     def _problem(self, scope: Scope) -> str | None:
@@ -155,32 +178,23 @@ async def _send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-class BearerAuth:
-    """A pure ASGI wrapper: HTTP and WebSocket requests without `Authorization: Bearer
-    <token>` are answered 401 (WebSockets closed) before they reach `app`; everything else,
-    the lifespan included, passes through untouched, streaming responses too."""
+class BearerAuth(_Gate):
+    """HTTP and WebSocket requests without `Authorization: Bearer <token>` are answered 401
+    (WebSockets closed) before they reach `app`."""
 
     def __init__(self, app: ASGIApp, *, token: SecretStr) -> None:
         self.app = app
         self._token = token
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        problem = self._problem(scope)
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
+    def _log(self, scope: Scope, problem: str) -> None:
         client = scope.get("client")
         logger.info(
             "MCP HTTP request refused (%s) from %s",
             problem,
             f"{client[0]}:{client[1]}" if client else "an unknown client",
         )
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
-            return
+
+    async def _refuse(self, send: Send, problem: str) -> None:
         challenge = 'Bearer realm="expwatch"'
         if problem == "wrong token":
             challenge += ', error="invalid_token"'

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import stamina
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from expwatch.cli_common import NOISY_LOGGERS
 from store import Store, sqlite_url
 
 POSTGRES_URL_ENV = "EXPWATCH_TEST_POSTGRES_URL"
@@ -88,3 +90,17 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     opened = await Store.open(database_url)
     yield opened
     await opened.aclose()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI and setup_logging configure the process's root logger and quiet some noisy
+    ones; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, noisy_level in levels.items():
+        logging.getLogger(name).setLevel(noisy_level)

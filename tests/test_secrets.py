@@ -20,7 +20,7 @@ import socket
 import ssl
 import sys
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,7 +42,7 @@ from mcp.client.streamable_http import streamable_http_client
 from expwatch import open_app
 from expwatch.app import App
 from expwatch.cli import main
-from expwatch.cli_common import NOISY_LOGGERS, JsonFormatter, setup_logging
+from expwatch.cli_common import JsonFormatter, setup_logging
 from expwatch.config import load_config
 from expwatch.serving import serve_asgi
 from simulator import (
@@ -227,19 +227,6 @@ class Captured:
             if (found := leaks(text))
         }
         assert not leaked, json.dumps(leaked, indent=1, ensure_ascii=False)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI and setup_logging configure the process's root logger; put pytest's back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, noisy_level in levels.items():
-        logging.getLogger(name).setLevel(noisy_level)
 
 
 def capture_logs() -> tuple[io.StringIO, io.StringIO]:

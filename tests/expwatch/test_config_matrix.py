@@ -10,7 +10,6 @@ tests fail) without editing this file."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sys
@@ -29,7 +28,6 @@ from pydantic import BaseModel, SecretStr
 from expwatch import config
 from expwatch.alerting import alert_targets
 from expwatch.cli import main
-from expwatch.cli_common import NOISY_LOGGERS
 from expwatch.config import Settings, load_config
 from store import ConfigError
 
@@ -694,19 +692,6 @@ def assert_one_clear_message(
     assert all(line.startswith("  ") for line in err.splitlines()[1:]), where
     assert "Traceback" not in err and CANARY not in err, where
     assert not list(path.parent.glob("*.db*")), where
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI sets up the root logger for the process; put back pytest's afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, noisy_level in levels.items():
-        logging.getLogger(name).setLevel(noisy_level)
 
 
 @pytest.mark.parametrize(
