@@ -387,7 +387,9 @@ async def crash_run(
                 break
             await anyio.sleep(0.1)
         process.send_signal(signal.SIGTERM)
-        await process.wait()
+        code = await process.wait()
+        if code != 0:  # SIGTERM is the graceful stop (systemd's too): it must exit 0
+            report.problems.append(f"the daemon exited {code} on SIGTERM")
 
 
 def _routed_everything(database: Path) -> bool:
