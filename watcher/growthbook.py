@@ -276,25 +276,14 @@ class GrowthBookSource(HttpSource):
         self._ui_url = ui_url.rstrip("/") if ui_url else None
         self._page_size = page_size
         self._pages_in_flight = max(1, pages_in_flight)
-        self._known_ids: set[str] = set()
         self._directions: dict[str, bool] = {}
         self._directions_tried: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def list_experiments(self) -> list[Experiment]:
-        """Every experiment matching the source's filters, following pagination.
-
-        An experiment listed twice (the list shifted while it was read) is kept once. A list
-        that shrank or repeated itself while it was read is read once more (`read_settled`);
-        one that loops is a PayloadError.
-        """
-        found = await read_settled(self._list_once, source=self.name, what="experiment list")
-        self._known_ids.update(found)
-        return list(found.values())
-
     async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
-        """One reading of the list, and whether it shrank meanwhile."""
+        """One reading of the list, and whether it shrank meanwhile (a later page's `total`
+        below the first's)."""
         found: dict[str, Experiment] = {}
 
         async def read(page: _GBExperimentList) -> list[Experiment]:
@@ -398,18 +387,6 @@ class GrowthBookSource(HttpSource):
             except PayloadError as error:
                 found[result.experimentId] = error
         return found
-
-    def _check_answer_is_for(self, experiment_id: str, path: str, *answered: str) -> None:
-        """An answer about another experiment than the one asked for is a PayloadError (not
-        results to record under the other one's id)."""
-        for other in answered:
-            if other != experiment_id:
-                raise PayloadError(
-                    f"GrowthBook GET {path} answered for experiment {other[:200]!r}, "
-                    f"not {experiment_id!r}",
-                    source=self.name,
-                    experiment_id=experiment_id,
-                )
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
-from store import Experiment, PayloadError, Snapshot
+from store import Experiment, Snapshot
 
 from .budget import RateBudget
 from .statsig_payloads import (
@@ -37,7 +37,6 @@ from .upstream import (
     PagesRepeat,
     RetryPolicy,
     error_message,
-    read_settled,
     status_error,
 )
 
@@ -89,22 +88,12 @@ class StatsigSource(HttpSource):
         self._status = status
         self._ui_url = ui_url.rstrip("/") if ui_url else None
         self._page_size = page_size
-        self._known_ids: set[str] = set()
-
-    async def list_experiments(self) -> list[Experiment]:
-        """Every experiment matching the status filter, following `pagination.nextPage`.
-
-        An experiment listed twice (the list shifted while paging) is kept once; a page that
-        names a next page without bringing a new experiment is a PayloadError (following it
-        could go on forever). A list that shrank (a page counting fewer `totalItems` than the
-        first) or repeated itself while it was read may have skipped an experiment, as those
-        after a removed or inserted one move: it is read once more (`read_settled`)."""
-        found = await read_settled(self._list_once, source=self.name, what="experiment list")
-        self._known_ids.update(found)
-        return list(found.values())
 
     async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
-        """One reading of the list, and whether it shrank meanwhile."""
+        """One reading of the list, following `pagination.nextPage`, and whether it shrank
+        meanwhile (a page counting fewer `totalItems` than the first). A page that names a
+        next page without bringing a new experiment repeats itself (`PagesRepeat`): following
+        it could go on for ever."""
         found: dict[str, Experiment] = {}
         first_total: float | None = None
         shrank = False
@@ -165,13 +154,7 @@ class StatsigSource(HttpSource):
     ) -> tuple[Experiment, Snapshot | None]:
         path = f"/experiments/{quote(experiment_id, safe='')}"
         payload = (await self._get(path, ExperimentResponse, experiment_id=experiment_id)).data
-        if payload.id != experiment_id:  # not results to record under another experiment's id
-            raise PayloadError(
-                f"Statsig GET {path} answered for experiment {payload.id[:200]!r}, "
-                f"not {experiment_id!r}",
-                source=self.name,
-                experiment_id=experiment_id,
-            )
+        self._check_answer_is_for(experiment_id, path, payload.id)
         current = self._experiment(payload)
         control, tests = pair_groups(payload)
         if payload.status == "setup" or control is None or not tests:

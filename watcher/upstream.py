@@ -17,6 +17,7 @@ import stamina
 from pydantic import BaseModel, ValidationError
 
 from store import (
+    Experiment,
     ExperimentNotFound,
     PayloadError,
     SourceError,
@@ -164,9 +165,10 @@ async def read_settled(
 
 class HttpSource:
     """What the platform clients share: their name, HTTP client, address and headers, the
-    source's rate budget, retry policy and request timeout, and `_get`, one budgeted,
-    retried, status-checked GET parsed into a model. Subclasses classify statuses in
-    `_raise_for_status`."""
+    source's rate budget, retry policy and request timeout; `_get`, one budgeted, retried,
+    status-checked GET parsed into a model; and the listing, read until it settles.
+    Subclasses classify statuses in `_raise_for_status` and read the list once in
+    `_list_once`."""
 
     platform: ClassVar[str]
     """The platform's name in messages ("GrowthBook", "Statsig")."""
@@ -193,6 +195,33 @@ class HttpSource:
         self._where = where
         """The platform's address in messages (never a URL with credentials)."""
         self._headers = dict(headers)
+        self._known_ids: set[str] = set()
+        """Every experiment id listed so far (suggestions for an id not found)."""
+
+    async def list_experiments(self) -> list[Experiment]:
+        """Every experiment matching the source's filters, following pagination. An
+        experiment listed twice (the list shifted while it was read) is kept once. A list
+        that shrank or repeated itself while it was read is read once more (`read_settled`);
+        one that loops is a PayloadError."""
+        found = await read_settled(self._list_once, source=self.name, what="experiment list")
+        self._known_ids.update(found)
+        return list(found.values())
+
+    async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
+        """One reading of the list, by experiment id, and whether it shrank meanwhile."""
+        raise NotImplementedError
+
+    def _check_answer_is_for(self, experiment_id: str, path: str, *answered: str) -> None:
+        """An answer about another experiment than the one asked for is a PayloadError (not
+        results to record under the other one's id)."""
+        for other in answered:
+            if other != experiment_id:
+                raise PayloadError(
+                    f"{self.platform} GET {path} answered for experiment {other[:200]!r}, "
+                    f"not {experiment_id!r}",
+                    source=self.name,
+                    experiment_id=experiment_id,
+                )
 
     async def _get(
         self,
