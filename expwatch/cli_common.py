@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from store import ConfigError, ExpwatchError
+from store import ConfigError, ExpwatchError, leaves
 
 from .config import Settings, load_config
 
@@ -142,19 +142,11 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         click.echo(f"expwatch: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
     except BaseExceptionGroup as group:  # raised inside a task group (e.g. at start-up)
-        errors = _leaves(group)
+        errors = leaves(group)
         if not all(isinstance(e, ExpwatchError) for e in errors):
             raise
         click.echo(f"expwatch: {errors[0]}", err=True)
         sys.exit(EXIT_CONFIG if isinstance(errors[0], ConfigError) else EXIT_FAILURE)
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    return [
-        leaf
-        for e in group.exceptions
-        for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    ]
 
 
 async def run_until_stopped(

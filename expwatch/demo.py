@@ -117,7 +117,7 @@ async def run_demo(*, directory: Path | None, port: int, refresh_seconds: float)
                     f"  simulated GrowthBook API  {base_url}/api/v1  "
                     f"({len(scenario.experiments)} experiments, results refresh every "
                     f"{refresh_seconds:g} s)\n"
-                    f"  database                  {settings.database_url().split('///')[-1]}\n"
+                    f"  database                  {settings.database_location()}\n"
                     f"  MCP (streamable HTTP)     http://127.0.0.1:{mcp_port}/mcp\n"
                     f"      read experiments://exp_checkout_redesign/results or call the\n"
                     f"      get_experiment_results tool; subscribe to hear of changes.\n"

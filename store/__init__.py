@@ -12,6 +12,7 @@ from .errors import (
     SourceUnavailable,
     StoreError,
     UnknownExperiment,
+    leaves,
 )
 from .feed import ChangeCursor, Changes
 from .health import StoreHealth, StoreOutage
@@ -91,6 +92,7 @@ __all__ = [
     "Verdict",
     "WatchEntry",
     "WatchState",
+    "leaves",
     "sqlite_url",
     "utc_now",
 ]

@@ -131,3 +131,11 @@ class UnknownExperiment(ExpwatchError):
         super().__init__(f"Unknown experiment {experiment_id!r}.{hint}")
         self.experiment_id = experiment_id
         self.suggestions = suggestions
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc`, exception groups flattened (`[exc]` for a plain one), in
+    order: what a task group raised, as single errors to report."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

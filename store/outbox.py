@@ -348,7 +348,6 @@ class Outbox:
         """Per target: rows by status, the oldest waiting row, the last confirmed delivery
         and the last error seen."""
         t = schema.alert_outbox
-        waiting = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
         async with self._database.read() as conn:
             counts = await conn.execute(
                 select(t.c.target, t.c.status, func.count()).group_by(t.c.target, t.c.status)
@@ -356,7 +355,7 @@ class Outbox:
             times = await conn.execute(
                 select(
                     t.c.target,
-                    func.min(t.c.created_at).filter(t.c.status.in_(waiting)),
+                    func.min(t.c.created_at).filter(t.c.status.in_(_WAITING)),
                     func.max(t.c.delivered_at),
                 ).group_by(t.c.target)
             )
@@ -367,7 +366,7 @@ class Outbox:
                         .where(
                             or_(
                                 t.c.status == DeliveryStatus.FAILED.value,
-                                and_(t.c.status.in_(waiting), t.c.attempts > 0),
+                                and_(t.c.status.in_(_WAITING), t.c.attempts > 0),
                             )
                         )
                         .group_by(t.c.target)

@@ -50,6 +50,7 @@ from store import (
     Store,
     StoreError,
     WatchState,
+    leaves,
 )
 
 from .assess import StatsPolicy
@@ -879,20 +880,16 @@ def _status(rt: _Runtime) -> SourceStatus:
 
 
 def _is_store_failure(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.subgroup(StoreError) is not None
-    return isinstance(exc, StoreError)
+    return any(isinstance(e, StoreError) for e in leaves(exc))
 
 
 def _first_store_error(group: BaseExceptionGroup[StoreError]) -> StoreError:
-    first = group.exceptions[0]
-    return first if isinstance(first, StoreError) else _first_store_error(first)
+    return next(e for e in leaves(group) if isinstance(e, StoreError))
 
 
 def _describe(exc: BaseException) -> str:
     """An unexpected exception in a few words: its type and first line (groups: the first)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = leaves(exc)[0]
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first_line[:200]}" if first_line else type(exc).__name__
 
