@@ -14,13 +14,14 @@ from pathlib import Path
 import anyio
 import click
 
-from store import ConfigError, Store
+from store import Store
 
 from . import __version__
 from .app import open_app
 from .cli_common import (
     EXIT_CONFIG,
     config_option,
+    load_alert_targets,
     load_settings,
     run_async,
     run_until_stopped,
@@ -156,13 +157,7 @@ def demo(duration: float | None, directory: Path | None, port: int, refresh_seco
 def check_config(config_path: Path | None) -> None:
     """Validate the configuration (and alert URLs) without starting anything."""
     settings = load_settings(config_path)
-    from .alerting import alert_targets
-
-    try:
-        targets = alert_targets(settings)
-    except ConfigError as exc:
-        click.echo(f"expwatch: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    targets = load_alert_targets(settings)
     click.echo(
         f"configuration OK: {len(settings.sources)} source(s), "
         f"{len(targets)} alert target(s), database {settings.database_location()}"

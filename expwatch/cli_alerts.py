@@ -9,15 +9,15 @@ from typing import Any
 import click
 
 from alerts import AppriseNotifier, render, sample_event
-from store import ConfigError, DeliveryError, DeliveryStatus, Store
+from store import DeliveryError, DeliveryStatus, Store
 
-from .alerting import alert_targets
 from .cli_common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     config_option,
     echo_json,
     json_option,
+    load_alert_targets,
     load_settings,
     run_async,
 )
@@ -39,11 +39,7 @@ def test_targets(config_path: Path | None, as_json: bool, names: tuple[str, ...]
     Nothing is written to the store.
     """
     settings = load_settings(config_path)
-    try:
-        targets = alert_targets(settings)
-    except ConfigError as exc:
-        click.echo(f"expwatch: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    targets = load_alert_targets(settings)
     unknown = sorted(set(names) - {t.name for t in targets})
     if unknown:
         known = ", ".join(t.name for t in targets) or "none configured"

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 import anyio
 import click
 
+from alerts import AlertTarget
 from store import ConfigError, ExpwatchError, leaves
 
+from .alerting import alert_targets
 from .config import Settings, load_config
 
 EXIT_FAILURE = 1
@@ -126,6 +128,15 @@ def load_settings(config_path: Path | None) -> Settings:
         sys.exit(EXIT_CONFIG)
     setup_logging("DEBUG" if _verbose_requested() else settings.log_level, settings.log_format)
     return settings
+
+
+def load_alert_targets(settings: Settings) -> list[AlertTarget]:
+    """The configured alert targets, or a message and exit code 2 for a bad one."""
+    try:
+        return alert_targets(settings)
+    except ConfigError as exc:
+        click.echo(f"expwatch: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 T = TypeVar("T")
