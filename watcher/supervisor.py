@@ -820,21 +820,9 @@ class Supervisor:
         }
         if isinstance(exc, ExperimentNotFound):
             details["suggestions"] = exc.suggestions
-        with anyio.CancelScope(shield=True):
-            report.events.extend(
-                await self._store.record_events(
-                    [
-                        Event(
-                            kind=EventKind.SOURCE_ERROR,
-                            source=rt.source.name,
-                            experiment_id=experiment_id,
-                            after=reason,
-                            details=details,
-                            occurred_at=self._clock.now(),
-                        )
-                    ]
-                )
-            )
+        await self._record_event(
+            rt, report, EventKind.SOURCE_ERROR, experiment_id, after=reason, details=details
+        )
         self._failing[key] = reason  # once recorded: a failed write is reported next time
 
     async def _recovered(
@@ -844,21 +832,35 @@ class Supervisor:
         reason = self._failing.get(key)
         if reason is None:
             return
-        with anyio.CancelScope(shield=True):
-            report.events.extend(
-                await self._store.record_events(
-                    [
-                        Event(
-                            kind=EventKind.SOURCE_RECOVERED,
-                            source=rt.source.name,
-                            experiment_id=experiment_id,
-                            before=reason,
-                            occurred_at=self._clock.now(),
-                        )
-                    ]
-                )
-            )
+        await self._record_event(
+            rt, report, EventKind.SOURCE_RECOVERED, experiment_id, before=reason
+        )
         self._failing.pop(key, None)
+
+    async def _record_event(
+        self,
+        rt: _Runtime,
+        report: CycleReport,
+        kind: EventKind,
+        experiment_id: str | None,
+        *,
+        before: Any = None,
+        after: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one event about this source (or one of its experiments), now; shielded,
+        so a shutdown does not lose it between deciding and writing."""
+        event = Event(
+            kind=kind,
+            source=rt.source.name,
+            experiment_id=experiment_id,
+            before=before,
+            after=after,
+            details=details or {},
+            occurred_at=self._clock.now(),
+        )
+        with anyio.CancelScope(shield=True):
+            report.events.extend(await self._store.record_events([event]))
 
 
 def _status(rt: _Runtime) -> SourceStatus:
