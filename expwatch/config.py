@@ -42,6 +42,8 @@ from store import ConfigError, EventKind
 
 ENV_PREFIX = "EXPWATCH_"
 CONFIG_ENV = "EXPWATCH_CONFIG"
+TEST_ENV_PREFIX = "EXPWATCH_TEST_"
+"""Variables the test suite reads (EXPWATCH_TEST_POSTGRES_URL); never settings."""
 MIN_AUTH_TOKEN_LENGTH = 16
 
 
@@ -116,6 +118,31 @@ class _SourceCommon(_Section):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
     breaker_max_cooldown_seconds: float = Field(default=900.0, ge=0)
+
+    @field_validator("base_url", "ui_url", check_fields=False)
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        # A user:password@ part would show in every "cannot reach" message and log line.
+        if value is not None and urlsplit(value).password is not None:
+            raise ValueError(
+                "carries a user:password@ part; put the credential in api_key (URLs are shown "
+                "in messages and logs)"
+            )
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _usable_api_key(cls, value: SecretStr) -> SecretStr:
+        # The messages never quote the key.
+        key = value.get_secret_value()
+        if not key.strip():
+            raise ValueError("is empty: set the platform's API key (or its environment variable)")
+        if key != key.strip() or any(c < " " or c == "\x7f" for c in key):
+            raise ValueError(
+                "has surrounding spaces or control characters (a stray newline from a "
+                "secrets file?); it is sent in a header as it is"
+            )
+        return value
 
 
 class GrowthBookSourceSettings(_SourceCommon):
@@ -416,6 +443,7 @@ def load_config(path: Path | str | None = None) -> Settings:
     elif any(k.upper().startswith(ENV_PREFIX) for k in os.environ):
         where = "environment (EXPWATCH_…)"
     environment = _environment()
+    _check_environment_names(environment, where)
     _check_environment_json(environment, where)
     try:
         settings = Settings(**data)
@@ -474,6 +502,23 @@ def _environment() -> dict[str, tuple[str, ...]]:
         for name in os.environ
         if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV
     }
+
+
+def _check_environment_names(environment: Mapping[str, tuple[str, ...]], where: str) -> None:
+    """An EXPWATCH_… variable that names no setting is a mistake (pydantic-settings would
+    ignore a misspelt top-level key silently: EXPWATCH_STOR__PATH, and the data lands in the
+    default database). EXPWATCH_TEST_… is left to the test suite."""
+    keys = sorted(k for k in Settings.model_fields if k != "config_path")
+    for name, parts in sorted(environment.items()):
+        if parts[0] in keys or name.upper().startswith(TEST_ENV_PREFIX):
+            continue
+        close = difflib.get_close_matches(parts[0], keys, n=1)
+        hint = f"did you mean {ENV_PREFIX}{close[0].upper()}…? " if close else ""
+        raise invalid_setting(
+            where,
+            parts[0],
+            f"{name} names no setting ({hint}the top-level keys are {', '.join(keys)})",
+        )
 
 
 def _check_environment_json(environment: Mapping[str, tuple[str, ...]], where: str) -> None:

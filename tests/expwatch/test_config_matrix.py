@@ -279,6 +279,18 @@ REFUSED_BY_VALIDATORS: dict[tuple[type[BaseModel], str], list[tuple[str, Any, st
     (config.McpSettings, "allowed_origins"): [
         ("origin-with-path", ["https://app.example.com/path"], "not an origin")
     ],
+    **{
+        (model, "api_key"): [
+            ("empty-key", "  ", "is empty"),
+            ("key-with-newline", f"{CANARY}\n", "control characters"),
+        ]
+        for model in (config.GrowthBookSourceSettings, config.StatsigSourceSettings)
+    },
+    **{
+        (model, name): [("url-with-password", f"https://user:{CANARY}@h.example", "user:password")]
+        for model in (config.GrowthBookSourceSettings, config.StatsigSourceSettings)
+        for name in ("base_url", "ui_url")
+    },
     (config.StoreSettings, "url"): [
         ("not-a-url", f"nothing://{CANARY}:pw@", "SQLAlchemy URL"),
         ("sync-driver", f"sqlite:///{CANARY}.db", "asyncio driver"),
@@ -464,6 +476,26 @@ def test_a_bad_environment_override_names_the_variable(
         load_config(path)
     assert_names_the_key(caught.value, path, leaf.dotted, says)
     assert env_name(leaf) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("EXPWATCH_STOR__PATH", "EXPWATCH_STORE"), ("EXPWATCH_LOGLEVEL", "EXPWATCH_LOG_LEVEL")],
+)
+def test_a_variable_that_names_no_setting_is_refused_with_the_likely_one(
+    name: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt top-level EXPWATCH_ variable is an error naming it and the likely key,
+    where pydantic-settings alone would ignore it (and write to the default database)."""
+    path = write(tmp_path, toml(base_config()))
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert name in str(caught.value)
+    assert f"did you mean {meant}" in str(caught.value)
+    monkeypatch.delenv(name)
+    monkeypatch.setenv("EXPWATCH_TEST_ANYTHING", "x")  # reserved for the test suite
+    load_config(path)
 
 
 @pytest.mark.parametrize(
