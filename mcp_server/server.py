@@ -451,7 +451,7 @@ def build_server(
             """Watch an experiment from the next poll cycle on, whatever the source's filters
             say (kept in the store: survives restarts)."""
             where = await tool(_source_of(experiment_id, source))
-            changed = await store.state.watch(where, experiment_id)
+            changed = await tool(store.state.watch(where, experiment_id))
             cache.invalidate_all()
             return {
                 "source": where,
@@ -471,7 +471,7 @@ def build_server(
             """Stop polling an experiment, even one the source's filters match. Its history
             stays in the store."""
             where = await tool(_source_of(experiment_id, source))
-            changed = await store.state.unwatch(where, experiment_id)
+            changed = await tool(store.state.unwatch(where, experiment_id))
             cache.invalidate_all()
             return {
                 "source": where,

@@ -22,6 +22,7 @@ from fastmcp.exceptions import ToolError
 from mcp import types
 from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from expwatch import open_app
 from expwatch.app import App
@@ -369,6 +370,20 @@ async def test_watch_and_unwatch_change_the_watch_list_unless_read_only(
         names = {t.name for t in await client.list_tools()}
     assert "watch_experiment" not in names and "unwatch_experiment" not in names
     assert "refresh_experiment" in names
+
+
+async def test_watch_on_a_database_that_refuses_writes_says_why(rig: Rig) -> None:
+    """A failing store write gives the tool's caller the database's reason, not FastMCP's
+    masked "Error calling tool"."""
+    async with rig.app.store.database.autocommit() as conn:
+        await conn.execute(text("PRAGMA query_only = 1"))
+    try:
+        async with Client(rig.app.mcp) as client:
+            message = await tool_error(client, "watch_experiment", experiment_id=CHECKOUT)
+    finally:
+        async with rig.app.store.database.autocommit() as conn:
+            await conn.execute(text("PRAGMA query_only = 0"))
+    assert "readonly database" in message, message
 
 
 async def test_refresh_polls_now_and_reports_progress(tmp_path: Path) -> None:
