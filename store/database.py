@@ -47,8 +47,16 @@ _HINTS = (
         "mounted read-write.",
     ),
     (("i/o error",), "The operating system reported an I/O error: check the disk (dmesg)."),
+    (
+        ("connect call failed", "connection refused", "name or service not known"),
+        "Check that the database server runs and that [store] url names its host and port.",
+    ),
 )
-"""Words of SQLite's error messages, and what an operator can do about them."""
+"""Words of the drivers' error messages, and what an operator can do about them."""
+
+_FAILURES = (sqlalchemy.exc.SQLAlchemyError, OSError)
+"""What a database call raises when the database fails. asyncpg raises OSError itself
+(ConnectionRefusedError, socket.gaierror) when the server cannot be reached."""
 
 
 class _ProbeDone(Exception):
@@ -120,7 +128,7 @@ class Database:
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK}
                     )
                 yield conn
-        except sqlalchemy.exc.SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise self._error("write", exc) from exc
 
     @asynccontextmanager
@@ -129,7 +137,7 @@ class Database:
         try:
             async with self._writer.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-        except sqlalchemy.exc.SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise self._error("maintenance", exc) from exc
 
     @asynccontextmanager
@@ -138,7 +146,7 @@ class Database:
         try:
             async with self._reader.connect() as conn:
                 yield conn
-        except sqlalchemy.exc.SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise self._error("read", exc) from exc
 
     async def check_writable(self) -> None:
@@ -158,7 +166,7 @@ class Database:
         if self._reader is not self._writer:
             await self._reader.dispose()
 
-    def _error(self, action: str, exc: sqlalchemy.exc.SQLAlchemyError) -> StoreError:
+    def _error(self, action: str, exc: Exception) -> StoreError:
         """`exc` as one line that names the database, gives the driver's reason without the
         SQL statement, and says what to do about the usual causes."""
         where = self._where()

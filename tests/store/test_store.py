@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -346,3 +347,17 @@ async def test_a_naive_timestamp_is_refused_as_a_store_error(store: Store) -> No
     naive = Event(kind=EventKind.STATUS_CHANGED, source="gb", occurred_at=datetime(2026, 1, 1))
     with pytest.raises(StoreError, match="naive datetime"):
         await store.record_events([naive])
+
+
+async def test_an_unreachable_database_server_is_a_store_error_saying_what_to_check() -> None:
+    """asyncpg raises OSError itself when the server cannot be reached; the store turns it
+    into a StoreError naming the server (never the password) and what to check."""
+    pytest.importorskip("asyncpg")
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        with pytest.raises(StoreError) as caught:
+            await Store.open(f"postgresql+asyncpg://expwatch:hunter2@127.0.0.1:{port}/x")
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/x" in message and "hunter2" not in message
+    assert "Check that the database server runs" in message
