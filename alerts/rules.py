@@ -142,6 +142,10 @@ class AlertPolicy:
     quiet_hours: QuietHours | None = None
 
     def alerts_on(self, event: Event) -> bool:
+        """Whether `event` is alerted at all: never one of backfilled history (it happened
+        in the past: it is history, not news), else by its kind."""
+        if event.backfilled:
+            return False
         return self.event_kinds is None or event.kind in self.event_kinds
 
     def targets_for(

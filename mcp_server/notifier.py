@@ -11,7 +11,7 @@ from anyio.abc import TaskStatus
 from store import ChangeCursor, Changes, Store, StoreError
 
 from .cache import ResponseCache
-from .server import INDEX_URI, STATUS_URI, experiment_uris
+from .server import HISTORY_URI, INDEX_URI, STATUS_URI, experiment_uris
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +20,12 @@ TASK = "MCP change notifications"
 
 
 def changed_uris(changes: Changes) -> list[str]:
-    """The resources whose content `changes` may have changed."""
+    """The resources whose content `changes` may have changed. Backfilled history changes
+    only an experiment's history resource: it is announced as that, never as new results."""
     uris: list[str] = []
     for experiment_id, metric_ids in changes.metrics.items():
         uris.extend(experiment_uris(experiment_id, metric_ids))
+    uris.extend(HISTORY_URI.format(experiment_id=e) for e in changes.history)
     if changes.metrics:
         uris.append(INDEX_URI)
     if changes.sources_changed or any(e.experiment_id is None for e in changes.events):
@@ -86,7 +88,7 @@ class ResourceNotifier:
                 self._store.health.failed(TASK, exc, retry_in_seconds=backoff)
                 await anyio.sleep(backoff)
                 continue
-            for experiment_id in changes.metrics:
+            for experiment_id in (*changes.metrics, *changes.history):
                 self._cache.invalidate(experiment_id)
             if changes.sources_changed:
                 self._cache.invalidate_all()

@@ -13,7 +13,14 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
   does not produce, `phase` as a string, `checks.srm` the SRM p-value (payloads in
   `simulator.growthbook_payloads`);
 - the portfolio scan `GET /experiments/results`: the latest results of a page of experiments,
-  leaving out those without results while paginating over the experiments.
+  leaving out those without results while paginating over the experiments;
+- opt-in (`bulk_results=True`, as a self-hosted server with EXPERIMENT_BULK_RESULTS_ENABLED),
+  `GET /experiments/{id}/bulk-results`: every stored analysis generated in
+  [dateStart, dateEnd], newest first, paginated over snapshots (limit 1..100, default 10),
+  filtered by `phase` and `snapshotType`, behind its own per-key limit of 60 a minute; a query
+  parameter it does not know, a malformed date or phase is a 400, an unknown experiment a 404.
+  Off (the default) it answers 404 `{"message": "Unknown API endpoint"}`, like any unknown
+  path. Items as `simulator.growthbook_payloads.bulk_result_json`.
 
 Every request reads the clock once; the refresh index it maps to fixes all content. Requests
 pass through one gate (`simulator.faults.RequestGate`), where faults are injected and
@@ -38,6 +45,7 @@ from starlette.routing import Route
 
 from simulator.faults import Faults, PageLoopFault, RequestGate, RequestLog
 from simulator.growthbook_payloads import (
+    bulk_result_json,
     created_at,
     enhanced_status,
     experiment_json,
@@ -56,6 +64,9 @@ _RATE_LIMIT_WINDOW = timedelta(seconds=60)
 _STATUSES = ("draft", "running", "stopped")
 _UNKNOWN_EXPERIMENT = "Could not find experiment with that id"
 _NO_RESULTS = "No results found for that experiment"
+_UNKNOWN_ENDPOINT = "Unknown API endpoint"
+_BULK_PARAMS = frozenset({"dateStart", "dateEnd", "phase", "snapshotType", "limit", "offset"})
+_SNAPSHOT_TYPES = ("standard", "exploratory", "report")
 
 
 def _wall_clock() -> datetime:
@@ -68,6 +79,8 @@ def build_growthbook_app(
     api_key: str,
     clock: Clock = _wall_clock,
     rate_limit_per_minute: int = 60,
+    bulk_results: bool = False,
+    bulk_results_rate_limit_per_minute: int = 60,
     faults: Faults | None = None,
     request_log: RequestLog | None = None,
 ) -> Starlette:
@@ -76,16 +89,27 @@ def build_growthbook_app(
     `clock` (timezone-aware UTC) is read once per request and decides the refresh index;
     `api_key` is the only secret key the app accepts; each key may make
     `rate_limit_per_minute` requests per fixed 60-second window of that clock.
+    `bulk_results` serves the bulk-results endpoint (off by default, as on GrowthBook), each
+    key making at most `bulk_results_rate_limit_per_minute` of those requests a window.
     `faults` injects faults before authentication (see `simulator.faults`; faulted requests
     do not count against the rate limit); `request_log` records every request under /api/v1.
     """
-    if rate_limit_per_minute < 1:
-        raise ValueError(f"rate_limit_per_minute must be at least 1, got {rate_limit_per_minute}")
+    for name, limit in (
+        ("rate_limit_per_minute", rate_limit_per_minute),
+        ("bulk_results_rate_limit_per_minute", bulk_results_rate_limit_per_minute),
+    ):
+        if limit < 1:
+            raise ValueError(f"{name} must be at least 1, got {limit}")
     api = _GrowthBookApi(
         scenario,
         api_key=api_key,
         clock=clock,
         rate_limit_per_minute=rate_limit_per_minute,
+        bulk_results_limiter=(
+            FixedWindowLimiter(limit=bulk_results_rate_limit_per_minute, window=_RATE_LIMIT_WINDOW)
+            if bulk_results
+            else None
+        ),
         faults=faults,
         request_log=request_log,
     )
@@ -97,6 +121,7 @@ def build_growthbook_app(
             Route("/api/v1/experiments/results", api.endpoint(api.list_experiment_results)),
             Route("/api/v1/experiments/{id}", api.endpoint(api.get_experiment)),
             Route("/api/v1/experiments/{id}/results", api.endpoint(api.get_results)),
+            Route("/api/v1/experiments/{id}/bulk-results", api.endpoint(api.bulk_results)),
             Route("/api/v1/{path:path}", api.endpoint(api.unknown_endpoint)),
         ]
     )
@@ -119,6 +144,7 @@ class _GrowthBookApi:
         api_key: str,
         clock: Clock,
         rate_limit_per_minute: int,
+        bulk_results_limiter: FixedWindowLimiter | None,
         faults: Faults | None,
         request_log: RequestLog | None,
     ) -> None:
@@ -126,6 +152,8 @@ class _GrowthBookApi:
         self._api_key = api_key
         self._clock = clock
         self._limiter = FixedWindowLimiter(limit=rate_limit_per_minute, window=_RATE_LIMIT_WINDOW)
+        self._bulk_limiter = bulk_results_limiter
+        """None: the bulk-results endpoint is off."""
         self._gate = RequestGate(
             faults=faults,
             request_log=request_log,
@@ -152,6 +180,8 @@ class _GrowthBookApi:
             return self._too_many_requests(headers)
         request.state.vanished = self._gate.vanished(request, now)
         request.state.page_loop = self._gate.page_loop(request, now)
+        request.state.api_key = key
+        request.state.now = now
         try:
             body = handler(request, self._scenario.refresh_index(now))
         except _ApiError as error:
@@ -234,8 +264,49 @@ class _GrowthBookApi:
             "result": self._results_json(experiment, snapshot),
         }
 
+    def bulk_results(self, request: Request, index: int) -> Json:
+        """Every stored analysis of one experiment generated in [dateStart, dateEnd], newest
+        first, a page of snapshots at a time; 404 while the endpoint is off."""
+        if self._bulk_limiter is None:
+            raise _ApiError(404, _UNKNOWN_ENDPOINT)
+        if self._bulk_limiter.hit(request.state.api_key, request.state.now)[0]:
+            limit = self._bulk_limiter.limit
+            raise _ApiError(429, f"Too many requests, limit to {limit} per minute")
+        query = request.query_params
+        unknown = sorted(set(query) - _BULK_PARAMS)
+        if unknown:
+            raise _ApiError(400, f"Querystring: Unrecognized key(s) in object: {unknown[0]!r}")
+        start, end = _date_param(query, "dateStart"), _date_param(query, "dateEnd")
+        raw_phase = query.get("phase")
+        phase = None if raw_phase is None else _phase_param(raw_phase)
+        kind = query.get("snapshotType")
+        if kind is not None and kind not in _SNAPSHOT_TYPES:
+            expected = "|".join(f'"{t}"' for t in _SNAPSHOT_TYPES)
+            raise _ApiError(
+                400, f"Querystring: [snapshotType] Invalid option: expected one of {expected}"
+            )
+        page = _Page.of(request)
+        experiment = self._scenario.experiment(request.path_params["id"])
+        if experiment is None or experiment.id in request.state.vanished:
+            raise _ApiError(404, _UNKNOWN_EXPERIMENT)
+        stored = [
+            snapshot
+            for at in range(index, -1, -1)  # newest first
+            if experiment.analysed_index(at) == at
+            and (snapshot := experiment.snapshot_at(at)) is not None
+            and snapshot.refresh_index == at
+            and start <= self._scenario.refresh_time(at) <= end
+            and phase in (None, snapshot.phase)
+            and kind in (None, "standard")  # the fake stores only scheduled standard analyses
+        ]
+        on_page = stored[page.offset : page.offset + page.limit]
+        return {
+            "results": [bulk_result_json(self._scenario, experiment, s) for s in on_page],
+            **page.fields(count=len(on_page), total=len(stored)),
+        }
+
     def unknown_endpoint(self, request: Request, index: int) -> Json:
-        raise _ApiError(404, "Unknown API endpoint")
+        raise _ApiError(404, _UNKNOWN_ENDPOINT)
 
     # -- finding experiments ------------------------------------------------------------------
 
@@ -352,6 +423,29 @@ def _int_param(raw: str | None, *, name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise _ApiError(400, f"Querystring: [{name}] Expected number, received {raw!r}") from None
+
+
+def _date_param(query: Any, name: str) -> datetime:
+    """A required ISO 8601 date-time of the query (without an offset: UTC, as JavaScript's
+    Date reads a date-only string)."""
+    raw = query.get(name)
+    if not raw:
+        raise _ApiError(400, f"Querystring: [{name}] Required")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _ApiError(400, f"Querystring: [{name}] Invalid date: {raw!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _phase_param(raw: str) -> int:
+    try:
+        phase = int(raw)
+    except ValueError:
+        raise _ApiError(400, "Invalid phase") from None
+    if phase < 0:
+        raise _ApiError(400, "Invalid phase")
+    return phase
 
 
 def _error(error: _ApiError, *, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -4,6 +4,13 @@ Shapes follow GrowthBook's OpenAPI spec 5.0.1 (`Experiment`, `ExperimentWithEnha
 `ExperimentResults`). Results are serialised as GrowthBook's `toSnapshotApiInterface` does:
 fractions for percentChange/ciLow/ciHigh, zeros (never nulls) for the baseline and for fields
 an engine does not produce, `phase` as a string, `checks.srm` the SRM p-value.
+
+The bulk-results items (`ExperimentBulkResult`, outside the spec; GrowthBook's "Experiment
+Bulk Results API" page) differ: one item per snapshot and dimension (`{snapshotId}:overall`),
+`dateCreated`, `type`, `triggeredBy`, slices under `dimensionValue`, per variation its
+`variationIndex` and `variationKey`, and analyses carrying `differenceType` and `effect`
+(the relative change, as a fraction, for `relative`), with nulls (never zeros) for every
+statistic that is missing: the baseline's comparisons and what the engine does not produce.
 """
 
 from __future__ import annotations
@@ -14,7 +21,15 @@ from typing import Any
 from simulator.scenario import Scenario, ScriptedExperiment, ScriptedMetric, ScriptedSnapshot
 from simulator.stats import BASELINE_ANALYSIS, analyze_variation, srm_p_value
 
-__all__ = ["created_at", "enhanced_status", "experiment_json", "iso", "results_json"]
+__all__ = [
+    "bulk_result_json",
+    "created_at",
+    "enhanced_status",
+    "experiment_json",
+    "iso",
+    "results_json",
+    "snapshot_id",
+]
 
 Json = dict[str, Any]
 
@@ -119,7 +134,7 @@ def results_json(
     suffix = experiment.id.removeprefix("exp_")
     weights = experiment.phase_weights(snapshot.phase)
     return {
-        "id": f"snp_{suffix}_{at}",
+        "id": snapshot_id(experiment, snapshot),
         "dateUpdated": refreshed,
         "experimentId": experiment.id,
         "phase": str(snapshot.phase),
@@ -140,6 +155,87 @@ def results_json(
             }
         ],
     }
+
+
+def snapshot_id(experiment: ScriptedExperiment, snapshot: ScriptedSnapshot) -> str:
+    """The id of the snapshot GrowthBook stored for one analysis."""
+    return f"snp_{experiment.id.removeprefix('exp_')}_{snapshot.refresh_index}"
+
+
+def bulk_result_json(
+    scenario: Scenario, experiment: ScriptedExperiment, snapshot: ScriptedSnapshot
+) -> Json:
+    """The bulk-results item of one stored analysis (its overall slice; the fake runs no
+    dimension analyses)."""
+    at = snapshot.refresh_index
+    created = iso(scenario.refresh_time(at))
+    stored_id = snapshot_id(experiment, snapshot)
+    settings = _analysis_settings(experiment, at)
+    for role in ("goals", "secondaryMetrics", "guardrails"):
+        settings[role] = [{"metricId": ref["metricId"]} for ref in settings[role]]
+    return {
+        "id": f"{stored_id}:overall",
+        "snapshotId": stored_id,
+        "experimentId": experiment.id,
+        "phase": str(snapshot.phase),
+        "type": "standard",
+        "triggeredBy": "schedule",
+        "dateCreated": created,
+        "dateStart": iso(_phase_started(scenario, experiment, snapshot.phase)),
+        "dateEnd": created,
+        "dimension": {"type": "none", "precomputed": False},
+        "settings": settings,
+        "results": [
+            {
+                "dimensionValue": "",
+                "totalUsers": sum(snapshot.users),
+                "checks": {
+                    "srm": srm_p_value(snapshot.users, experiment.phase_weights(snapshot.phase))
+                },
+                "metrics": [
+                    _bulk_metric_json(experiment, snapshot, m.id, m.name)
+                    for m in experiment.metrics_at(at)
+                ],
+            }
+        ],
+    }
+
+
+def _bulk_metric_json(
+    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric_id: str, name: str
+) -> Json:
+    control = snapshot.arm(metric_id, 0)
+    bayesian = experiment.engine == "bayesian"
+    variations = []
+    for j, variation in enumerate(experiment.variations):
+        arm = snapshot.arm(metric_id, j)
+        compared = None if j == 0 else analyze_variation(control, arm, engine=experiment.engine)
+        analysis = {
+            "engine": experiment.engine,
+            "differenceType": "relative",
+            "numerator": arm.conversions,
+            "denominator": arm.users,
+            "mean": arm.mean,
+            "stddev": arm.stddev,
+            "effect": compared.percent_change if compared else None,
+            "ciLow": compared.ci_low if compared else None,
+            "ciHigh": compared.ci_high if compared else None,
+            "pValue": compared.p_value if compared and not bayesian else None,
+            "chanceToBeatControl": compared.chance_to_beat_control
+            if compared and bayesian
+            else None,
+        }
+        variations.append(
+            {
+                "variationIndex": j,
+                "variationKey": variation.key,
+                "variationId": variation.id,
+                "variationName": variation.name,
+                "users": arm.users,
+                "analyses": [analysis],
+            }
+        )
+    return {"metricId": metric_id, "metricName": name, "variations": variations}
 
 
 def iso(moment: datetime) -> str:

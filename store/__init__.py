@@ -6,6 +6,7 @@ from .errors import (
     DeliveryError,
     ExperimentNotFound,
     ExpwatchError,
+    HistoryUnavailable,
     PayloadError,
     SourceError,
     SourceRejected,
@@ -19,6 +20,7 @@ from .health import StoreHealth, StoreOutage
 from .outbox import Delivery, DeliveryStatus, NewDelivery, Outbox, TargetSummary
 from .overview import ExperimentSummary, LatestVerdict
 from .records import (
+    BackfillOutcome,
     Decision,
     Detection,
     DimensionSlice,
@@ -45,6 +47,7 @@ from .state import RuntimeState, WatchEntry
 from .store import Detector, Store, utc_now
 
 __all__ = [
+    "BackfillOutcome",
     "ChangeCursor",
     "Changes",
     "ConfigError",
@@ -64,6 +67,7 @@ __all__ = [
     "ExpwatchError",
     "HealthCheck",
     "HealthStatus",
+    "HistoryUnavailable",
     "LatestVerdict",
     "MetricPoint",
     "MetricResult",

@@ -5,7 +5,8 @@
     ├── SourceError          an upstream platform failed us
     │   ├── SourceUnavailable    transport error, timeout, 5xx, 429: worth retrying
     │   ├── SourceRejected       401/403/404/400: retrying will not help
-    │   │   └── ExperimentNotFound   the platform has no experiment with that id
+    │   │   ├── ExperimentNotFound   the platform has no experiment with that id
+    │   │   └── HistoryUnavailable   the platform does not serve past results (backfill)
     │   └── PayloadError         the answer did not have the documented shape
     ├── StoreError           the database failed
     ├── DeliveryError        an alert could not be delivered
@@ -95,6 +96,11 @@ class ExperimentNotFound(SourceRejected):
         super().__init__(
             message + hint, source=source, experiment_id=experiment_id, status_code=status_code
         )
+
+
+class HistoryUnavailable(SourceRejected):
+    """The platform does not serve an experiment's past results to this source (GrowthBook
+    without EXPERIMENT_BULK_RESULTS_ENABLED), so its history cannot be backfilled."""
 
 
 class PayloadError(SourceError):

@@ -5,6 +5,9 @@ Three append-or-touch records say that something a reader shows has changed: the
 table (a source's saved status, after each cycle and each breaker transition). A
 `ChangeCursor` holds a position in each; `changes_after` reads what lies beyond it.
 Works across processes: everything is read from the database.
+
+Backfilled history (`store.backfill`) is not news: its snapshots and events change only an
+experiment's history, so they are reported apart, in `Changes.history`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ class Changes(_Record):
     events: tuple[Event, ...] = ()
     metrics: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """Experiments with new snapshots or events, each with the metric ids that changed."""
+    history: tuple[str, ...] = ()
+    """Experiments whose backfilled history grew (and nothing else about them changed)."""
     sources_changed: bool = False
 
     @property
     def is_empty(self) -> bool:
-        return not self.events and not self.metrics and not self.sources_changed
+        return (
+            not self.events and not self.metrics and not self.history and not self.sources_changed
+        )
 
 
 async def feed_end(conn: AsyncConnection) -> ChangeCursor:
@@ -62,7 +69,7 @@ async def changes_after(conn: AsyncConnection, cursor: ChangeCursor, *, limit: i
     ]
     snapshots = list(
         await conn.execute(
-            select(s.c.id, x.c.experiment_id)
+            select(s.c.id, x.c.experiment_id, s.c.backfilled)
             .join(x, x.c.id == s.c.experiment_pk)
             .where(s.c.id > cursor.snapshots)
             .order_by(s.c.id)
@@ -71,12 +78,16 @@ async def changes_after(conn: AsyncConnection, cursor: ChangeCursor, *, limit: i
     )
     # A new snapshot or an event changes its experiment's views, and its metrics' views.
     metrics: dict[str, set[str]] = {}
+    history: set[str] = set()
     for event in events:
-        if event.experiment_id is not None:
+        if event.experiment_id is not None and event.backfilled:
+            history.add(event.experiment_id)
+        elif event.experiment_id is not None:
             touched = metrics.setdefault(event.experiment_id, set())
             if event.metric_id:
                 touched.add(event.metric_id)
-    by_snapshot = {r.id: r.experiment_id for r in snapshots}
+    history.update(r.experiment_id for r in snapshots if r.backfilled)
+    by_snapshot = {r.id: r.experiment_id for r in snapshots if not r.backfilled}
     for experiment_id in by_snapshot.values():
         metrics.setdefault(experiment_id, set())
     if by_snapshot:
@@ -95,5 +106,6 @@ async def changes_after(conn: AsyncConnection, cursor: ChangeCursor, *, limit: i
         ),
         events=tuple(events),
         metrics={k: tuple(sorted(v)) for k, v in metrics.items()},
+        history=tuple(sorted(history - set(metrics))),
         sources_changed=sources_at != cursor.sources_updated_at,
     )

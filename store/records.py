@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -257,6 +257,9 @@ class Event(_Record):
     recorded_at: datetime | None = None
     snapshot_id: int | None = None
     """The snapshot the event was derived from (kept by retention while the event exists)."""
+    backfilled: bool = False
+    """Derived from history read after the fact (`expwatch backfill`): it answers "when did
+    this happen?" but is never alerted or announced as news."""
 
 
 class StoredSnapshot(_Record):
@@ -267,6 +270,9 @@ class StoredSnapshot(_Record):
     last_checked_at: datetime
     content_hash: str
     snapshot: Snapshot
+    backfilled: bool = False
+    """Read from the platform's history after the fact; `fetched_at` is then the time the
+    platform computed it."""
 
 
 class WatchState(_Record):
@@ -314,3 +320,17 @@ class MetricPoint(_Record):
     absolute_change: float | None = None
     absolute_ci_low: float | None = None
     absolute_ci_high: float | None = None
+    backfilled: bool = False
+    """A point of backfilled history (`fetched_at` is when the platform computed it)."""
+
+
+class BackfillOutcome(_Record):
+    """What recording one day of backfilled history did."""
+
+    day: date
+    already_done: bool = False
+    """Another run had recorded this day: nothing was written."""
+    snapshots: int = 0
+    """New snapshots recorded (repeats of the previous one and those at or after the first
+    live snapshot are left out)."""
+    events: tuple[Event, ...] = ()

@@ -41,11 +41,21 @@ class KnownExperiment:
     record: dict[str, Any]
     latest_snapshot_id: int | None
     latest_hash: str | None
+    is_live: bool = True
+    """The live watcher has checked it (or it has live results); False for a row only a
+    backfill has written, whose first live poll is then a first sighting."""
 
 
 _x, _s = schema.experiments, schema.snapshots
 _KNOWN = (
-    select(_x.c.id, _x.c.experiment_id, _x.c.record, _x.c.latest_snapshot_id, _s.c.content_hash)
+    select(
+        _x.c.id,
+        _x.c.experiment_id,
+        _x.c.record,
+        _x.c.latest_snapshot_id,
+        _s.c.content_hash,
+        _x.c.last_checked_at,
+    )
     .select_from(_x.outerjoin(_s, _s.c.id == _x.c.latest_snapshot_id))
     .where(
         _x.c.source == bindparam("source"), _x.c.experiment_id.in_(bindparam("ids", expanding=True))
@@ -95,9 +105,13 @@ async def known_experiments(
     for source, experiment_ids in by_source.items():
         for chunk in _chunks(experiment_ids):
             result = await conn.execute(_KNOWN, {"source": source, "ids": list(chunk)})
-            for pk, experiment_id, record, latest_id, digest in result:
+            for pk, experiment_id, record, latest_id, digest, checked_at in result:
                 known[(source, experiment_id)] = KnownExperiment(
-                    pk=pk, record=record, latest_snapshot_id=latest_id, latest_hash=digest
+                    pk=pk,
+                    record=record,
+                    latest_snapshot_id=latest_id,
+                    latest_hash=digest,
+                    is_live=checked_at is not None or latest_id is not None,
                 )
     return known
 
@@ -110,7 +124,7 @@ async def snapshot_records(
     for chunk in _chunks(sorted(set(snapshot_ids))):
         result = await conn.execute(_SNAPSHOTS, {"ids": list(chunk)})
         for row in result.mappings():
-            found[row["id"]] = _stored_snapshot(row)
+            found[row["id"]] = stored_snapshot(row)
     return found
 
 
@@ -142,10 +156,15 @@ async def insert_experiments(
 
 
 async def insert_snapshots(
-    conn: AsyncConnection, snapshots: Sequence[tuple[int, Snapshot, str]], now: datetime
+    conn: AsyncConnection,
+    snapshots: Sequence[tuple[int, Snapshot, str]],
+    now: datetime,
+    *,
+    backfilled: bool = False,
 ) -> dict[int, int]:
     """Insert snapshots ((experiment pk, snapshot, content hash), at most one per experiment)
-    and their metric rows; the new snapshot ids, by experiment pk."""
+    and their metric rows, fetched `now`; the new snapshot ids, by experiment pk. Backfilled
+    history passes the time the platform computed it as `now`."""
     if not snapshots:
         return {}
     result = await conn.execute(
@@ -158,6 +177,7 @@ async def insert_snapshots(
                 "upstream_updated_at": snapshot.upstream_updated_at,
                 "phase": snapshot.phase,
                 "record": snapshot.model_dump(mode="json"),
+                "backfilled": backfilled,
             }
             for experiment_pk, snapshot, digest in snapshots
         ],
@@ -185,6 +205,7 @@ async def insert_snapshots(
             "absolute_change": v.ours.absolute_change if v.ours else None,
             "absolute_ci_low": v.ours.absolute_ci_low if v.ours else None,
             "absolute_ci_high": v.ours.absolute_ci_high if v.ours else None,
+            "backfilled": backfilled,
         }
         for experiment_pk, snapshot, _ in snapshots
         for metric in snapshot.metrics
@@ -238,16 +259,17 @@ async def snapshot_record(conn: AsyncConnection, snapshot_id: int | None) -> Sto
         return None
     s = schema.snapshots
     row = (await conn.execute(select(s).where(s.c.id == snapshot_id))).mappings().one()
-    return _stored_snapshot(row)
+    return stored_snapshot(row)
 
 
-def _stored_snapshot(row: RowMapping) -> StoredSnapshot:
+def stored_snapshot(row: RowMapping) -> StoredSnapshot:
     return StoredSnapshot(
         id=row["id"],
         fetched_at=row["fetched_at"],
         last_checked_at=row["fetched_at"],
         content_hash=row["content_hash"],
         snapshot=Snapshot.model_validate(row["record"]),
+        backfilled=bool(row["backfilled"]),
     )
 
 

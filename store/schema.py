@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -77,6 +79,7 @@ snapshots = Table(
     Column("upstream_updated_at", UTCDateTime()),
     Column("phase", String(50), nullable=False),
     Column("record", Json, nullable=False),
+    Column("backfilled", Boolean, nullable=False, server_default=false()),
     Index("ix_snapshots_experiment", "experiment_pk", "id"),
     Index("ix_snapshots_fetched", "experiment_pk", "fetched_at"),
 )
@@ -104,6 +107,7 @@ metric_results = Table(
     Column("absolute_change", Float),
     Column("absolute_ci_low", Float),
     Column("absolute_ci_high", Float),
+    Column("backfilled", Boolean, nullable=False, server_default=false()),
     Index("ix_metric_results_series", "experiment_pk", "metric_id", "variation_id", "snapshot_id"),
 )
 
@@ -122,6 +126,7 @@ events = Table(
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("snapshot_id", Key),
+    Column("backfilled", Boolean, nullable=False, server_default=false()),
     Index("ix_events_experiment", "experiment_id", "id"),
     Index("ix_events_kind", "experiment_id", "kind", "metric_id", "id"),
     Index("ix_events_snapshot", "snapshot_id"),
@@ -172,3 +177,15 @@ alert_outbox = Table(
     Index("ix_alert_outbox_due", "target", "status", "due_at"),
     Index("ix_alert_outbox_created", "target", "created_at"),
 )
+
+backfill_days = Table(
+    "backfill_days",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("experiment_id", String(200), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("snapshots", Integer, nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=False),
+)
+"""The days of an experiment's history a backfill has finished: each is read from the platform
+and recorded once (see `watcher.backfill`)."""

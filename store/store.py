@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol, TypeVar
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rows, schema
+from .backfill import days_done, history_order, live_since, newest_backfilled, record_day
 from .database import Database
 from .errors import UnknownExperiment
 from .feed import ChangeCursor, Changes, changes_after, feed_end
@@ -20,6 +21,7 @@ from .health import StoreHealth
 from .outbox import Outbox
 from .overview import ExperimentSummary, experiment_summaries
 from .records import (
+    BackfillOutcome,
     Detection,
     Event,
     EventKind,
@@ -85,7 +87,8 @@ class _PollPlan:
         known: Mapping[tuple[str, str], rows.KnownExperiment],
     ) -> _PollPlan:
         row = known.get((experiment.source, experiment.experiment_id))
-        before = Experiment.model_validate(row.record) if row else None
+        # A row only a backfill wrote was never watched: its first poll is a first sighting.
+        before = Experiment.model_validate(row.record) if row and row.is_live else None
         current_hash = snapshot.content_hash() if snapshot else None
         is_new = snapshot is not None and current_hash != (row.latest_hash if row else None)
         return cls(
@@ -284,6 +287,45 @@ class Store:
             self._signal()
         return stored
 
+    async def record_backfill(
+        self,
+        experiment: Experiment,
+        day: date,
+        snapshots: Sequence[Snapshot],
+        *,
+        detect: Detector,
+        also_done: Sequence[date] = (),
+    ) -> BackfillOutcome:
+        """Record one day of an experiment's history, in one transaction: the snapshots the
+        platform computed that day (each at its `upstream_updated_at`), the events `detect`
+        derives from them, and `day` (with `also_done`, earlier days without results) as
+        done. See `store.backfill` for what is left out and why."""
+        async with self.database.write() as conn:
+            outcome = await record_day(
+                conn,
+                experiment,
+                day,
+                snapshots,
+                detect=detect,
+                also_done=also_done,
+                now=self._clock(),
+            )
+        if outcome.snapshots or outcome.events:
+            self._signal()
+        return outcome
+
+    async def backfill_days(self, source: str, experiment_id: str) -> set[date]:
+        """The days of the experiment's history that a backfill has finished."""
+        async with self.database.read() as conn:
+            return await days_done(conn, source, experiment_id)
+
+    async def live_since(self, source: str, experiment_id: str) -> datetime | None:
+        """When the platform computed the experiment's first live snapshot (None before any):
+        a backfill records only history older than that."""
+        async with self.database.read() as conn:
+            row = await rows.experiment_row(conn, source, experiment_id)
+            return await live_since(conn, row["id"] if row is not None else None)
+
     async def save_cursor(self, consumer: str, position: int) -> None:
         """Remember how far `consumer` has processed the event log."""
         async with self.database.write() as conn:
@@ -339,16 +381,20 @@ class Store:
 
     async def current(self, experiment_id: str) -> tuple[Experiment, StoredSnapshot | None]:
         """The experiment and its newest snapshot (None before its first results), read
-        together."""
+        together. Before its first live results, the newest backfilled one (if any)."""
         async with self.database.read() as conn:
             row = await rows.experiment_row(conn, None, experiment_id)
             if row is None:
                 raise await self._unknown(experiment_id)
             experiment = Experiment.model_validate(row["record"])
-            stored = await rows.snapshot_record(conn, row["latest_snapshot_id"])
+            latest_id = row["latest_snapshot_id"]
+            if latest_id is None:
+                latest_id = await newest_backfilled(conn, row["id"])
+            stored = await rows.snapshot_record(conn, latest_id)
             if stored is None:
                 return experiment, None
-            return experiment, stored.model_copy(update={"last_checked_at": row["last_checked_at"]})
+            checked = row["last_checked_at"] or stored.last_checked_at
+            return experiment, stored.model_copy(update={"last_checked_at": checked})
 
     async def snapshot_count(self, experiment_id: str | None = None) -> int:
         query = select(func.count()).select_from(schema.snapshots)
@@ -382,12 +428,33 @@ class Store:
                     m.c.variation_id == variation_id,
                     *([m.c.fetched_at >= since] if since is not None else []),
                 )
-                .order_by(m.c.snapshot_id)
+                .order_by(*history_order(m, m.c.snapshot_id))
             )
             names = list(MetricPoint.model_fields)
             # Positional rows and dict-based construction: a trajectory can hold thousands
             # of points, and per-row attribute access dominated the query's time.
             return [MetricPoint(**dict(zip(names, values, strict=True))) for values in result]
+
+    async def snapshot_history(
+        self, experiment_id: str, *, since: datetime | None = None, limit: int = 5000
+    ) -> list[StoredSnapshot]:
+        """The experiment's snapshots, oldest first (from `since`; the newest `limit` of
+        them): the series SRM and exposures over time are drawn from."""
+        s = schema.snapshots
+        async with self.database.read() as conn:
+            row = await rows.experiment_row(conn, None, experiment_id)
+            if row is None:
+                raise await self._unknown(experiment_id)
+            result = await conn.execute(
+                select(s)
+                .where(
+                    s.c.experiment_pk == row["id"],
+                    *([s.c.fetched_at >= since] if since is not None else []),
+                )
+                .order_by(*history_order(s, s.c.id, descending=True))
+                .limit(limit)
+            )
+            return [rows.stored_snapshot(r) for r in reversed(result.mappings().all())]
 
     async def events_after(
         self,
@@ -402,15 +469,36 @@ class Store:
         """Events with an id greater than `cursor`, oldest first, optionally narrowed to one
         experiment, some kinds, one metric, or those that happened at or after `since`."""
         e = schema.events
-        query = select(e).where(e.c.id > cursor).order_by(e.c.id).limit(limit)
-        if experiment_id is not None:
-            query = query.where(e.c.experiment_id == experiment_id)
-        if kinds:
-            query = query.where(e.c.kind.in_([k.value for k in kinds]))
-        if metric_id is not None:
-            query = query.where(e.c.metric_id == metric_id)
-        if since is not None:
-            query = query.where(e.c.occurred_at >= since)
+        query = _narrowed(
+            select(e).where(e.c.id > cursor).order_by(e.c.id).limit(limit),
+            experiment_id=experiment_id,
+            kinds=kinds,
+            metric_id=metric_id,
+            since=since,
+        )
+        async with self.database.read() as conn:
+            result = await conn.execute(query)
+            return [rows.event_from_row(r._mapping) for r in result]
+
+    async def history_events(
+        self,
+        experiment_id: str,
+        *,
+        kinds: Sequence[EventKind] | None = None,
+        metric_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """An experiment's events as history: backfilled ones first, in the order they
+        happened, then the live ones in the order of the log (see `store.backfill`)."""
+        e = schema.events
+        query = _narrowed(
+            select(e).order_by(*history_order(e, e.c.id)).limit(limit),
+            experiment_id=experiment_id,
+            kinds=kinds,
+            metric_id=metric_id,
+            since=since,
+        )
         async with self.database.read() as conn:
             result = await conn.execute(query)
             return [rows.event_from_row(r._mapping) for r in result]
@@ -418,24 +506,22 @@ class Store:
     async def significance_changes(
         self, experiment_id: str, *, metric_id: str | None = None, limit: int = 1000
     ) -> list[Event]:
-        """When metrics became (or stopped being) significant, oldest first."""
+        """When metrics became (or stopped being) significant, oldest first (backfilled
+        history before live events)."""
         await self.experiment(experiment_id)  # unknown ids get the helpful error
-        return await self.events_after(
-            0,
-            experiment_id=experiment_id,
+        return await self.history_events(
+            experiment_id,
             kinds=[EventKind.SIGNIFICANCE_CHANGED],
             metric_id=metric_id,
             limit=limit,
         )
 
     async def srm_changes(self, experiment_id: str, *, limit: int = 1000) -> list[Event]:
-        """When a sample-ratio mismatch started and cleared, oldest first."""
+        """When a sample-ratio mismatch started and cleared, oldest first (backfilled
+        history before live events)."""
         await self.experiment(experiment_id)
-        return await self.events_after(
-            0,
-            experiment_id=experiment_id,
-            kinds=[EventKind.SRM_DETECTED, EventKind.SRM_CLEARED],
-            limit=limit,
+        return await self.history_events(
+            experiment_id, kinds=[EventKind.SRM_DETECTED, EventKind.SRM_CLEARED], limit=limit
         )
 
     async def snapshot_at(self, experiment_id: str, at: datetime) -> StoredSnapshot | None:
@@ -480,7 +566,11 @@ class Store:
                     s.c.fetched_at,
                 )
                 .select_from(x.outerjoin(s, s.c.id == x.c.latest_snapshot_id))
-                .where(x.c.source == source)
+                # Rows only a backfill wrote are unknown to the watcher until it checks them.
+                .where(
+                    x.c.source == source,
+                    or_(x.c.last_checked_at.is_not(None), x.c.latest_snapshot_id.is_not(None)),
+                )
             )
             return {
                 r.experiment_id: WatchState(
@@ -572,3 +662,24 @@ class Store:
         return UnknownExperiment(
             experiment_id, suggestions=difflib.get_close_matches(experiment_id, known, n=3)
         )
+
+
+def _narrowed(
+    query: Select[Any],
+    *,
+    experiment_id: str | None,
+    kinds: Sequence[EventKind] | None,
+    metric_id: str | None,
+    since: datetime | None,
+) -> Select[Any]:
+    """An events query narrowed to one experiment, some kinds, one metric, or a start."""
+    e = schema.events
+    if experiment_id is not None:
+        query = query.where(e.c.experiment_id == experiment_id)
+    if kinds:
+        query = query.where(e.c.kind.in_([k.value for k in kinds]))
+    if metric_id is not None:
+        query = query.where(e.c.metric_id == metric_id)
+    if since is not None:
+        query = query.where(e.c.occurred_at >= since)
+    return query

@@ -1,6 +1,16 @@
 """The watcher: sources, change detection and the polling supervisor."""
 
 from .assess import StatsPolicy, assess
+from .backfill import (
+    Backfiller,
+    BackfillJob,
+    BackfillReport,
+    BackfillStatus,
+    DayDone,
+    ExperimentHistory,
+    ExperimentReport,
+    HistorySource,
+)
 from .breaker import BreakerOpen, BreakerState, CircuitBreaker, CircuitState
 from .budget import RateBudget
 from .clock import Clock, SystemClock
@@ -20,6 +30,10 @@ from .upstream import NO_RETRY, RetryPolicy
 __all__ = [
     "DEFAULT_SRM_THRESHOLD",
     "NO_RETRY",
+    "BackfillJob",
+    "BackfillReport",
+    "BackfillStatus",
+    "Backfiller",
     "BreakerOpen",
     "BreakerState",
     "ChangeDetector",
@@ -27,7 +41,11 @@ __all__ = [
     "CircuitState",
     "Clock",
     "CycleReport",
+    "DayDone",
+    "ExperimentHistory",
+    "ExperimentReport",
     "GrowthBookSource",
+    "HistorySource",
     "RateBudget",
     "RetryPolicy",
     "Source",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from store import (
     Decision,
     DimensionSlice,
     Experiment,
+    HistoryUnavailable,
     MetricResult,
     MetricRole,
     PayloadError,
@@ -33,6 +34,7 @@ from store import (
     Verdict,
 )
 
+from .backfill import ExperimentHistory
 from .budget import RateBudget
 from .upstream import (
     NO_RETRY,
@@ -49,6 +51,7 @@ from .upstream import (
 logger = logging.getLogger(__name__)
 
 NO_RESULTS_MESSAGE = "No results found"
+UNKNOWN_ENDPOINT_MESSAGE = "Unknown API endpoint"
 UNKNOWN_EXPERIMENT_MESSAGE = "Could not find experiment"
 CHANCE_TO_WIN_THRESHOLD = 0.95
 P_VALUE_THRESHOLD = 0.05
@@ -76,6 +79,10 @@ class _GBTrafficSplit(_Model):
 class _GBPhase(_Model):
     name: str = ""
     trafficSplit: list[_GBTrafficSplit] = []
+    dateStarted: Any = None
+    dateEnded: Any = None
+    """ISO date-times ("" while running), read only by a backfill: never a reason to refuse a
+    payload the watcher can use."""
 
 
 class _GBMetricRef(_Model):
@@ -214,6 +221,69 @@ class _GBPortfolioPage(_GBPage):
         ]
 
 
+class _GBBulkAnalysis(_Model):
+    """One analysis of a bulk-results variation: nulls for what is missing; `effect` in the
+    units of `differenceType` (a fraction for "relative")."""
+
+    engine: str
+    differenceType: str = "relative"
+    numerator: float | None = None
+    denominator: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    effect: float | None = None
+    ciLow: float | None = None
+    ciHigh: float | None = None
+    pValue: float | None = None
+    chanceToBeatControl: float | None = None
+
+
+class _GBBulkVariation(_Model):
+    variationIndex: int | None = None
+    """The authoritative join key (the position in the snapshot's variations)."""
+    variationKey: str = ""
+    variationId: str | None = None
+    """Best-effort display metadata: may be absent."""
+    variationName: str | None = None
+    users: float | None = None
+    analyses: list[_GBBulkAnalysis]
+
+
+class _GBBulkMetric(_Model):
+    metricId: str
+    metricName: str | None = None
+    variations: list[_GBBulkVariation]
+
+
+class _GBBulkSlice(_Model):
+    dimensionValue: str = ""
+    totalUsers: float | None = None
+    checks: dict[str, float | None] = {}
+    metrics: list[_GBBulkMetric]
+
+
+class _GBBulkDimension(_Model):
+    type: str = "none"
+
+
+class _GBBulkItem(_Model):
+    """One item of GET /experiments/{id}/bulk-results: one dimension of one snapshot."""
+
+    snapshotId: str
+    experimentId: str
+    phase: str
+    dateCreated: datetime
+    dimension: _GBBulkDimension = _GBBulkDimension()
+    settings: _GBSettings | None = None
+    results: list[_GBBulkSlice]
+
+
+class _GBBulkPage(_GBPage):
+    """A page of bulk results: pagination counts snapshots, not items."""
+
+    results: list[_GBBulkItem]
+
+
 class _GBMetricDefinition(_Model):
     id: str
     inverse: bool | None = None
@@ -302,6 +372,126 @@ class GrowthBookSource(HttpSource):
         response = await self._get(path, _GBOneExperiment, experiment_id=experiment_id)
         self._check_answer_is_for(experiment_id, path, response.experiment.id)
         return self._experiment(response.experiment)
+
+    async def history(self, experiment_id: str) -> ExperimentHistory:
+        """The history of the experiment's current phase, from the bulk-results endpoint:
+        every standard snapshot GrowthBook stored, one day per request (paginated).
+        GrowthBook serves it only when the self-hosted server enables it; otherwise the
+        first day read raises HistoryUnavailable."""
+        path = f"/experiments/{quote(experiment_id, safe='')}"
+        response = await self._get(path, _GBOneExperiment, experiment_id=experiment_id)
+        self._check_answer_is_for(experiment_id, path, response.experiment.id)
+        payload = response.experiment
+        experiment = self._experiment(payload)
+        phase = len(payload.phases) - 1
+        current = payload.phases[-1] if payload.phases else None
+
+        async def read_day(day: date) -> list[Snapshot]:
+            return await self._snapshots_of_day(experiment, max(phase, 0), day)
+
+        return ExperimentHistory(
+            experiment=experiment,
+            started_on=(
+                _day_of(current.dateStarted)
+                if current is not None and payload.status != "draft"
+                else None
+            ),
+            ended_on=_day_of(current.dateEnded) if current is not None else None,
+            read_day=read_day,
+        )
+
+    async def _snapshots_of_day(
+        self, experiment: Experiment, phase: int, day: date
+    ) -> list[Snapshot]:
+        """The standard snapshots of `phase` GrowthBook generated on `day`, oldest first."""
+        experiment_id = experiment.experiment_id
+        path = f"/experiments/{quote(experiment_id, safe='')}/bulk-results"
+        start = datetime.combine(day, time(0), UTC)
+        window: dict[str, str | int] = {
+            "dateStart": _iso(start),
+            "dateEnd": _iso(start + timedelta(days=1) - timedelta(milliseconds=1)),
+            "phase": phase,
+            "snapshotType": "standard",
+            "limit": self._page_size,
+        }
+        found: dict[str, Snapshot] = {}
+        offset: int | None = 0
+        while offset is not None:
+            page = await self._get(
+                path, _GBBulkPage, params={**window, "offset": offset}, experiment_id=experiment_id
+            )
+            self._check_answer_is_for(experiment_id, path, *(i.experimentId for i in page.results))
+            for item in page.results:
+                if item.dimension.type == "none" and item.snapshotId not in found:
+                    found[item.snapshotId] = await self._bulk_snapshot(item, experiment, path)
+            offset = self._next_offset(path, page, offset)
+        return sorted(found.values(), key=lambda s: s.upstream_updated_at or start)
+
+    async def _bulk_snapshot(
+        self, item: _GBBulkItem, experiment: Experiment, path: str
+    ) -> Snapshot:
+        """A bulk-results item read as the results endpoint's snapshot: the relative analysis
+        of each variation, variations joined by their index to the experiment's."""
+        ids = [v.variation_id for v in experiment.variations]
+
+        def variation(v: _GBBulkVariation) -> dict[str, Any]:
+            index = v.variationIndex
+            known = index is not None and 0 <= index < len(ids)
+            relative = next((a for a in v.analyses if a.differenceType == "relative"), None)
+            analyses = [relative or v.analyses[0]] if v.analyses else []
+            return {
+                "variationId": ids[index]
+                if known and index is not None
+                else v.variationId or v.variationKey,
+                "variationName": v.variationName or "",
+                "users": v.users,
+                "analyses": [
+                    {
+                        **a.model_dump(exclude={"differenceType", "effect"}),
+                        # Another difference type's effect is in other units: no relative change.
+                        **(
+                            {"percentChange": a.effect}
+                            if a is relative
+                            else {"ciLow": None, "ciHigh": None}
+                        ),
+                    }
+                    for a in analyses
+                ],
+            }
+
+        raw = {
+            "id": item.snapshotId,
+            "dateUpdated": item.dateCreated,
+            "experimentId": item.experimentId,
+            "phase": item.phase,
+            "settings": item.settings,
+            "results": [
+                {
+                    "dimension": r.dimensionValue or "All",
+                    "totalUsers": r.totalUsers or 0.0,
+                    "checks": r.checks,
+                    "metrics": [
+                        {
+                            "metricId": m.metricId,
+                            "metricName": m.metricName or "",
+                            "variations": [variation(v) for v in m.variations],
+                        }
+                        for m in r.metrics
+                    ],
+                }
+                for r in item.results
+            ],
+        }
+        try:
+            result = _GBResult.model_validate(raw)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"GrowthBook GET {path} returned an unexpected payload: "
+                f"{summarize_validation(exc)}",
+                source=self.name,
+                experiment_id=experiment.experiment_id,
+            ) from exc
+        return await self._snapshot(result, result.settings or _GBSettings(), experiment)
 
     async def fetch_results(
         self, experiment: Experiment, *, dimension: str | None = None
@@ -518,6 +708,22 @@ class GrowthBookSource(HttpSource):
         message = error_message(response)
         if response.status_code == 400 and NO_RESULTS_MESSAGE.lower() in message.lower():
             raise _NoResultsYet
+        if (
+            response.status_code == 404
+            and path.endswith("/bulk-results")
+            and UNKNOWN_ENDPOINT_MESSAGE.lower() in message.lower()
+        ):
+            raise HistoryUnavailable(
+                f"GrowthBook does not serve experiment history to source {self.name!r}: "
+                f"GET {path} → HTTP 404 {message}. GrowthBook's REST API gives only the latest "
+                "results; past snapshots come from its bulk-results endpoint, which is off "
+                "unless the self-hosted GrowthBook server sets "
+                "EXPERIMENT_BULK_RESULTS_ENABLED=true. Until then, expwatch's history of "
+                "this experiment starts with its first poll.",
+                source=self.name,
+                experiment_id=experiment_id,
+                status_code=404,
+            )
         raise status_error(
             response,
             message,
@@ -767,3 +973,21 @@ def _verdict(a: _GBAnalysis, higher_is_better: bool) -> Verdict:
     else:
         return Verdict.INCONCLUSIVE
     return Verdict.WON if rose == higher_is_better else Verdict.LOST
+
+
+def _day_of(value: object) -> date | None:
+    """The UTC day of a GrowthBook ISO date-time (None for "" or anything else)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+
+def _iso(moment: datetime) -> str:
+    """An ISO date-time as GrowthBook's examples write them: UTC, milliseconds, a Z."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )

@@ -10,15 +10,17 @@ SourceRejected (do not), with the API key scrubbed from every message.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
 from store import Experiment, Snapshot
 
+from .backfill import ExperimentHistory
 from .budget import RateBudget
 from .statsig_payloads import (
+    MAX_EPOCH_MS,
     ExperimentList,
     ExperimentPayload,
     ExperimentResponse,
@@ -149,16 +151,44 @@ class StatsigSource(HttpSource):
             for group in response.data
         }
 
+    async def history(self, experiment_id: str) -> ExperimentHistory:
+        """The experiment's history: Pulse as of each day since it started (one request per
+        test group and day), without health checks (Statsig keeps no history of those)."""
+        payload = await self._describe(experiment_id)
+        started = None if payload.status == "setup" else _day_of(payload.startTime)
+
+        async def read_day(day: date) -> list[Snapshot]:
+            snapshot = await self._pulse(payload, day=day)
+            if snapshot is None or snapshot.upstream_snapshot_id not in (None, day.isoformat()):
+                return []  # not computed (yet), or Statsig answered for another day
+            return [snapshot.model_copy(update={"health_checks": ()})]
+
+        return ExperimentHistory(
+            experiment=self._experiment(payload),
+            started_on=started,
+            ended_on=_day_of(payload.endTime),
+            read_day=read_day,
+        )
+
     async def _fetch(
         self, experiment_id: str, *, day: date | None
     ) -> tuple[Experiment, Snapshot | None]:
+        payload = await self._describe(experiment_id)
+        return self._experiment(payload), await self._pulse(payload, day=day)
+
+    async def _describe(self, experiment_id: str) -> ExperimentPayload:
         path = f"/experiments/{quote(experiment_id, safe='')}"
         payload = (await self._get(path, ExperimentResponse, experiment_id=experiment_id)).data
         self._check_answer_is_for(experiment_id, path, payload.id)
-        current = self._experiment(payload)
+        return payload
+
+    async def _pulse(self, payload: ExperimentPayload, *, day: date | None) -> Snapshot | None:
+        """Pulse of every (control, test) pair merged into one snapshot: the latest, or as of
+        `day`; None while Pulse is not available."""
         control, tests = pair_groups(payload)
         if payload.status == "setup" or control is None or not tests:
-            return current, None
+            return None
+        path = f"/experiments/{quote(payload.id, safe='')}/pulse_results"
         pulses: list[tuple[Group, PulseData]] = []
         for test in tests:
             params: dict[str, str | int] = {"control": str(control.id), "test": str(test.id)}
@@ -166,17 +196,14 @@ class StatsigSource(HttpSource):
                 params["date"] = day.isoformat()
             try:
                 response = await self._get(
-                    f"{path}/pulse_results",
-                    PulseResponse,
-                    params=params,
-                    experiment_id=experiment_id,
+                    path, PulseResponse, params=params, experiment_id=payload.id
                 )
             except _PulseNotAvailable:
-                return current, None  # every pair loads together: no partial snapshot
+                return None  # every pair loads together: no partial snapshot
             pulses.append((test, response.data))
         if not any(metrics_of(data) for _, data in pulses):
-            return current, None
-        return current, to_snapshot(payload, control, pulses, source=self.name, day=day)
+            return None
+        return to_snapshot(payload, control, pulses, source=self.name, day=day)
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -222,6 +249,15 @@ class StatsigSource(HttpSource):
 
 class _PulseNotAvailable(Exception):
     """Statsig's 400 "Pulse results are not yet available": a state, not an error."""
+
+
+def _day_of(epoch_ms: object) -> date | None:
+    """The UTC day of a Statsig epoch time in milliseconds (None if it is none)."""
+    if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
+        return None
+    if not 0 <= epoch_ms <= MAX_EPOCH_MS:  # also NaN
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000.0, tz=UTC).date()
 
 
 def _page_of(next_page: str) -> int | None:

@@ -97,6 +97,10 @@ class ExperimentPayload(_Model):
     groups: list[Group]
     controlGroupID: str | None = None
     lastModifiedTime: float | None = Field(default=None, ge=0, le=MAX_EPOCH_MS)
+    startTime: Any = None
+    endTime: Any = None
+    """Epoch milliseconds, read only by a backfill (`started_on`): never a reason to refuse
+    a payload the watcher can use."""
     sequentialTesting: bool = False
     defaultConfidenceInterval: str = "95"
     primaryMetrics: list[MetricRef] = []
