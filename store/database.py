@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import sqlalchemy.exc
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -63,6 +64,21 @@ class _ProbeDone(Exception):
     """Rolls back `Database.check_writable`'s probe."""
 
 
+@asynccontextmanager
+async def _uncancelled() -> AsyncIterator[None]:
+    """Let a database call that has started finish before a cancellation takes effect.
+
+    A query runs to its end on the driver's thread whatever happens to the task awaiting
+    it. Cancelled midway, SQLAlchemy's aiosqlite adapter discards the connection through a
+    background close that, with aiosqlite 0.22, never completes; asyncio.run() then waits
+    for it forever at exit, so a Ctrl-C or SIGTERM that lands during a read hangs the
+    process. Database calls take milliseconds (a write at most the busy timeout), so the
+    cancellation is only deferred, by that much, to the end of the call.
+    """
+    with anyio.CancelScope(shield=True):
+        yield
+
+
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of an SQLite file."""
     return f"sqlite+aiosqlite:///{Path(path)}"
@@ -101,10 +117,35 @@ class Database:
             self._writer = create_async_engine(url, pool_size=2, pool_pre_ping=True)
             self._reader = self._writer
 
-    async def migrate(self) -> SchemaChange:
-        """Create or upgrade the schema to the newest revision, in one transaction."""
-        async with self.write() as conn:
-            change = await conn.run_sync(upgrade_schema)
+    async def migrate(self, *, target: str = "head") -> SchemaChange:
+        """Create or upgrade (or, to an older `target`, downgrade) the schema, in one
+        transaction.
+
+        SQLite's batch mode rebuilds a table to alter it (a copy, DROP TABLE, rename); with
+        foreign keys enforced, dropping a table other rows refer to fails. So, as SQLite's
+        ALTER TABLE documentation prescribes, enforcement is off while migrating (a PRAGMA
+        that works only outside a transaction) and the references are checked before the
+        commit.
+        """
+        if not self.is_sqlite:
+            async with self.write() as conn:
+                change = await conn.run_sync(lambda c: upgrade_schema(c, target=target))
+        else:
+            await self._enforce_foreign_keys(False)
+            try:
+                async with self.write() as conn:
+                    change = await conn.run_sync(lambda c: upgrade_schema(c, target=target))
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise StoreError(
+                            f"database migration failed ({self._where()}): it would leave "
+                            f"{len(broken)} broken reference(s), first in table {broken[0][0]}; "
+                            "nothing was changed",
+                            database=self._where(),
+                            reason="foreign key check failed",
+                        )
+            finally:
+                await self._enforce_foreign_keys(True)
         if change.before is None:
             logger.info("database %s: created schema revision %s", self._where(), change.after)
         elif change.changed:
@@ -116,11 +157,21 @@ class Database:
             )
         return change
 
+    async def _enforce_foreign_keys(self, on: bool) -> None:
+        """Switch SQLite's enforcement on the writer's one connection (outside a transaction);
+        a failure here is the migration's, so it reads as a failed write."""
+        try:
+            async with _uncancelled(), self._writer.connect() as conn:
+                await conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+        except _FAILURES as exc:
+            raise self._error("write", exc) from exc
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed on exit, rolled back on error."""
+        """One write transaction: committed on exit, rolled back on error. Shielded from
+        cancellation, like every use of a connection (see `_uncancelled`)."""
         try:
-            async with self._writer.begin() as conn:
+            async with _uncancelled(), self._writer.begin() as conn:
                 if not self.is_sqlite:
                     # One writer at a time, as on SQLite: event ids then commit in id order,
                     # so a consumer tailing `id > cursor` never skips a late commit.
@@ -135,7 +186,7 @@ class Database:
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A writer connection outside any transaction (for VACUUM and checkpoints)."""
         try:
-            async with self._writer.connect() as conn:
+            async with _uncancelled(), self._writer.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
         except _FAILURES as exc:
             raise self._error("maintenance", exc) from exc
@@ -144,7 +195,7 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction that never blocks the writer."""
         try:
-            async with self._reader.connect() as conn:
+            async with _uncancelled(), self._reader.connect() as conn:
                 yield conn
         except _FAILURES as exc:
             raise self._error("read", exc) from exc

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sqlalchemy import Connection, text
 from store import Database, Store, sqlite_url
 from store.migrate import _config, current_revision, head_revision, upgrade_schema
 from store.schema import metadata
+from tests.store.test_store import EXPERIMENT, RecordingDetector, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -109,5 +112,39 @@ async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> 
                 return current_revision(connection)
 
             assert await conn.run_sync(down_and_up) == head_revision()
+    finally:
+        await store.aclose()
+
+
+async def test_a_populated_database_upgrades_although_rows_refer_to_the_altered_tables(
+    tmp_path: Path,
+) -> None:
+    """Snapshots with metric rows and events pointing at them (as any real database has)
+    upgrade from 0005: SQLite's table rebuild must not trip over the foreign keys, and every
+    reference still holds afterwards."""
+    path = tmp_path / "populated.db"
+    store = await Store.open(sqlite_url(path))
+    detector = RecordingDetector()
+    await store.record_poll(EXPERIMENT, snapshot(100, 0.5), detect=detector)
+    await store.record_poll(EXPERIMENT, snapshot(200, 0.97), detect=detector)
+    await store.aclose()
+    with closing(sqlite3.connect(path)) as raw:  # back to revision 0005, rows kept
+        for table in ("snapshots", "metric_results", "events"):
+            raw.execute(f"ALTER TABLE {table} DROP COLUMN backfilled")
+        raw.execute("DROP TABLE backfill_days")
+        raw.execute("UPDATE alembic_version SET version_num = '0005'")
+        raw.commit()
+        assert raw.execute("SELECT count(*) FROM metric_results").fetchone() == (4,)
+
+    store = await Store.open(sqlite_url(path))
+    try:
+        assert await store.snapshot_count("exp_checkout") == 2
+        assert [p.users for p in await store.metric_history("exp_checkout", "met_conv", "v1")] == [
+            100,
+            200,
+        ]
+        async with store.database.autocommit() as conn:  # the writer: enforcement is back
+            assert (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all() == []
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
     finally:
         await store.aclose()
