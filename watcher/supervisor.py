@@ -11,7 +11,10 @@ One cycle of a source:
    (stopped, decided, drafts), or they are watched explicitly without a version to compare;
    archived experiments get one final snapshot and are then left alone. When a source can read
    many experiments' results per request (GrowthBook's portfolio endpoint) and that costs fewer
-   requests than fetching the due ones one by one, it is used;
+   requests than fetching the due ones one by one, it is used. A watched experiment last
+   recorded running that the listing no longer shows (a status filter drops it when it stops)
+   is fetched on its own once more, so its stop or decision is recorded; one the platform no
+   longer knows is reported once and left alone until it is listed again;
 4. record each poll in one transaction (shielded from cancellation, so a shutdown never leaves
    half a poll), then flag results that stopped updating (`results_stale`).
 
@@ -75,6 +78,9 @@ FINISHED_STATUSES = frozenset(
 )
 """Statuses whose results change rarely or never (GrowthBook and Statsig spellings)."""
 RUNNING_STATUSES = frozenset({"running", "active"})
+NOT_ENDED_STATUSES = RUNNING_STATUSES | {"draft", "setup"}
+"""Statuses an experiment leaves when it stops or is decided: one last recorded with such a
+status that drops out of the source's (status-filtered) listing is fetched once more."""
 PORTFOLIO_PAGE_SIZE = 100
 STORE_RETRY_SECONDS = 5.0
 """First retry of a cycle the database failed; doubles up to the poll interval."""
@@ -172,6 +178,9 @@ class SourceStatus(BaseModel):
     """Until when a 429's Retry-After pauses every request to the source."""
     last_cycle_at: datetime | None
     last_cycle: str | None
+    last_success_at: datetime | None = None
+    """When a cycle last completed with the source answering (its listing read); how far
+    behind the store may be is the time since."""
     listed: int
     watched: int
     stale: int
@@ -207,8 +216,15 @@ class _Runtime:
         self.stale: set[str] = set()
         self.first_seen: set[str] = set()
         """Experiments recorded for the first time in the current cycle."""
+        self.gone: set[str] = set()
+        """Experiments that left the listing and that the platform no longer knows (deleted,
+        or out of the key's reach): not asked for again until the listing shows them."""
+        self.chased: set[str] = set()
+        """Experiments that left the listing but still run (moved out of the source's
+        filters): fetched once, then left alone until the listing shows them again."""
         self.last_cycle_at: datetime | None = None
         self.last_cycle: str | None = None
+        self.last_success_at: datetime | None = None
         self.watched = 0
         self.listed = 0
         self.database_error: str | None = None
@@ -281,6 +297,9 @@ class Supervisor:
             state = saved.get(rt.source.name, {}).get("breaker")
             if state:
                 rt.breaker = rt.make_breaker(BreakerState.model_validate(state))
+            last_success = saved.get(rt.source.name, {}).get("status", {}).get("last_success_at")
+            if last_success:
+                rt.last_success_at = datetime.fromisoformat(last_success)
         errors = await self._store.latest_events(
             [EventKind.SOURCE_ERROR, EventKind.SOURCE_RECOVERED]
         )
@@ -289,6 +308,15 @@ class Supervisor:
             for key, event in errors.items()
             if event.kind is EventKind.SOURCE_ERROR
         }
+        for rt in self._runtimes:  # reported gone: not asked again after a restart either
+            rt.gone = {
+                experiment_id
+                for (source, experiment_id), event in errors.items()
+                if source == rt.source.name
+                and experiment_id
+                and event.kind is EventKind.SOURCE_ERROR
+                and event.details.get("gone") is True
+            }
         stale = await self._store.latest_events([EventKind.RESULTS_STALE])
         for rt in self._runtimes:
             rt.stale = {
@@ -461,26 +489,40 @@ class Supervisor:
             await self._flush_transitions(rt, report)
         await self._recovered(rt, None, report)
         rt.listed = len(listed)
-        watched = await self._watched(rt, listed)
+        listed_ids = {e.experiment_id for e in listed}
+        rt.gone -= listed_ids
+        rt.chased -= listed_ids
+        include, exclude = await self._watch_sets(rt)
+        watched = self._watched(rt, listed, include, exclude)
         rt.watched = len(watched)
         report.experiments += len(watched)
         due = self._due(rt, watched)
-        await self._fetch(rt, due, report)
+        departed = self._departed(rt, listed_ids, include, exclude)
+        await self._fetch(rt, due, report, departed=departed)
         await self._check_staleness(rt, watched, report)
+        rt.last_success_at = self._clock.now()
 
-    async def _watched(self, rt: _Runtime, listed: list[Experiment]) -> list[Experiment]:
-        """The listed experiments the rules keep, plus explicitly watched ones not listed."""
+    async def _watch_sets(self, rt: _Runtime) -> tuple[set[str], set[str]]:
+        """(ids watched whatever the filters say, ids never watched): the rules and the
+        run-time watch list."""
         rules = rt.policy.rules
         entries = await self._store.state.watch_list(rt.source.name)
         include = set(rules.include) | {e.experiment_id for e in entries if e.is_watched}
         exclude = (set(rules.exclude) | {e.experiment_id for e in entries if not e.is_watched}) - {
             e.experiment_id for e in entries if e.is_watched
         }
+        return include, exclude
+
+    def _is_kept(self, rt: _Runtime, experiment: Experiment, include: set[str]) -> bool:
+        tags = rt.policy.rules.tags
+        return not tags or bool(tags & set(experiment.tags)) or experiment.experiment_id in include
+
+    def _watched(
+        self, rt: _Runtime, listed: list[Experiment], include: set[str], exclude: set[str]
+    ) -> list[Experiment]:
+        """The listed experiments the rules keep, plus explicitly watched ones not listed."""
         kept = [
-            e
-            for e in listed
-            if e.experiment_id not in exclude
-            and (not rules.tags or rules.tags & set(e.tags) or e.experiment_id in include)
+            e for e in listed if e.experiment_id not in exclude and self._is_kept(rt, e, include)
         ]
         seen = {e.experiment_id for e in listed}
         for experiment_id in sorted(include - seen - exclude):
@@ -525,8 +567,42 @@ class Supervisor:
         due.sort(key=lambda item: (item[0] is not None, item[0] or now))
         return [experiment for _, experiment in due]
 
-    async def _fetch(self, rt: _Runtime, due: list[Experiment], report: CycleReport) -> None:
-        if not due:
+    def _departed(
+        self, rt: _Runtime, listed_ids: set[str], include: set[str], exclude: set[str]
+    ) -> list[Experiment]:
+        """Watched experiments last recorded running (or not started) that the listing no
+        longer shows. A listing filtered by status (GrowthBook's `running`, Statsig's
+        `active`) drops an experiment the moment it stops or is decided, so each is fetched
+        on its own once more, until its recorded status says it ended: that poll records
+        the `status_changed` and `decision_made`. One the platform no longer knows is
+        reported once and left alone (`gone`), as is one that still runs (`chased`: it left
+        for another reason, a project or tag that no longer matches)."""
+        departed = []
+        for experiment_id in sorted(rt.known):
+            experiment = rt.known[experiment_id].experiment
+            if (
+                experiment.status not in NOT_ENDED_STATUSES
+                or experiment_id in listed_ids
+                or experiment_id in include  # watched explicitly: `_watched` has it already
+                or experiment_id in exclude
+                or experiment_id in rt.gone
+                or experiment_id in rt.chased
+                or not self._is_kept(rt, experiment, include)
+            ):
+                continue
+            # No version: fetched one by one, never through a (status-filtered) portfolio.
+            departed.append(experiment.model_copy(update={"upstream_version": None}))
+        return departed
+
+    async def _fetch(
+        self,
+        rt: _Runtime,
+        due: list[Experiment],
+        report: CycleReport,
+        *,
+        departed: Sequence[Experiment] = (),
+    ) -> None:
+        if not due and not departed:
             return
         listed_due = {e.experiment_id: e for e in due if e.upstream_version is not None}
         if (
@@ -541,6 +617,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             for experiment in due:
                 tg.start_soon(self._poll_experiment, rt, experiment, limiter, report)
+            for experiment in departed:
+                tg.start_soon(self._poll_departed, rt, experiment, limiter, report)
 
     async def _read_portfolio(
         self, rt: _Runtime, listed_due: dict[str, Experiment], report: CycleReport
@@ -600,23 +678,46 @@ class Supervisor:
         finally:
             await self._flush_transitions(rt, report)
 
-    async def _poll_experiment(
+    async def _poll_departed(
         self,
         rt: _Runtime,
         experiment: Experiment,
         limiter: anyio.CapacityLimiter,
         report: CycleReport,
     ) -> None:
+        """`_poll_experiment` for an experiment that left the listing (see `_departed`)."""
+        current = await self._poll_experiment(rt, experiment, limiter, report, departed=True)
+        if current is not None and current.status in NOT_ENDED_STATUSES:
+            rt.chased.add(experiment.experiment_id)
+
+    async def _poll_experiment(
+        self,
+        rt: _Runtime,
+        experiment: Experiment,
+        limiter: anyio.CapacityLimiter,
+        report: CycleReport,
+        *,
+        departed: bool = False,
+    ) -> Experiment | None:
+        """Fetch and record one experiment; returns it as fetched (None: it failed). With
+        `departed`, a platform that no longer knows the experiment is reported once, and the
+        experiment is not asked for again until it is listed."""
         async with limiter:
             try:
                 async with rt.breaker.call():
                     with _deadline(self.poll_timeout_seconds):
                         current, snapshot = await rt.source.fetch_results(experiment)
             except BreakerOpen:
-                return  # the source went down during this cycle; the breaker says when again
+                return None  # the source went down during this cycle; the breaker says when
+            except ExperimentNotFound as exc:
+                if departed:
+                    await self._gone(rt, experiment, exc, report)
+                else:
+                    await self._failed(rt, experiment.experiment_id, exc, report)
+                return None
             except (SourceError, TimeoutError) as exc:
                 await self._failed(rt, experiment.experiment_id, exc, report)
-                return
+                return None
             except Exception as exc:  # isolate one experiment from the rest
                 logger.exception(
                     "unexpected failure polling %s",
@@ -624,10 +725,31 @@ class Supervisor:
                     extra={"source": rt.source.name, "experiment": experiment.experiment_id},
                 )
                 await self._failed(rt, experiment.experiment_id, exc, report)
-                return
+                return None
             finally:
                 await self._flush_transitions(rt, report)
         await self._record(rt, experiment, current, snapshot, report)
+        return current
+
+    async def _gone(
+        self, rt: _Runtime, experiment: Experiment, exc: ExperimentNotFound, report: CycleReport
+    ) -> None:
+        """A departed experiment the platform answers "not found" for: one `source_error`
+        saying so (its text the same however often it is seen, so never repeated), then
+        left alone until the listing shows it again (`source_recovered` then)."""
+        experiment_id = experiment.experiment_id
+        code = f" (HTTP {exc.status_code})" if exc.status_code else ""
+        gone = ExperimentNotFound(
+            f"experiment {experiment_id!r} of source {rt.source.name!r} not found{code}: it "
+            f"left the listing while {experiment.status}, and the platform no longer knows it "
+            "(deleted, or out of the API key's reach); expwatch stops polling it until it is "
+            "listed again",
+            source=rt.source.name,
+            experiment_id=experiment_id,
+            status_code=exc.status_code,
+        )
+        await self._failed(rt, experiment_id, gone, report, details={"gone": True})
+        rt.gone.add(experiment_id)
 
     async def _record(
         self,
@@ -800,7 +922,13 @@ class Supervisor:
         )
 
     async def _failed(
-        self, rt: _Runtime, experiment_id: str | None, exc: Exception, report: CycleReport
+        self,
+        rt: _Runtime,
+        experiment_id: str | None,
+        exc: Exception,
+        report: CycleReport,
+        *,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         reason = _reason(exc, self.poll_timeout_seconds)
         report.errors.append(reason)
@@ -814,14 +942,15 @@ class Supervisor:
         key = (rt.source.name, experiment_id)
         if self._failing.get(key) == reason:
             return  # already reported; alert on onset and on change only
-        details: dict[str, Any] = {
+        recorded: dict[str, Any] = {
             "error": type(exc).__name__,
             "status_code": getattr(exc, "status_code", None),
+            **(details or {}),
         }
         if isinstance(exc, ExperimentNotFound):
-            details["suggestions"] = exc.suggestions
+            recorded["suggestions"] = exc.suggestions
         await self._record_event(
-            rt, report, EventKind.SOURCE_ERROR, experiment_id, after=reason, details=details
+            rt, report, EventKind.SOURCE_ERROR, experiment_id, after=reason, details=recorded
         )
         self._failing[key] = reason  # once recorded: a failed write is reported next time
 
@@ -874,6 +1003,7 @@ def _status(rt: _Runtime) -> SourceStatus:
         paused_until=budget.paused_until if budget else None,
         last_cycle_at=rt.last_cycle_at,
         last_cycle=rt.last_cycle,
+        last_success_at=rt.last_success_at,
         listed=rt.listed,
         watched=rt.watched,
         stale=len(rt.stale),
