@@ -8,7 +8,7 @@ from .dispatcher import (
     is_valid_apprise_url,
     redact,
 )
-from .render import Level, Message, level_of, render, render_digest, sample_event
+from .render import Attachment, Level, Message, level_of, render, render_digest, sample_event
 from .rules import (
     AlertPolicy,
     AlertRule,
@@ -26,6 +26,7 @@ __all__ = [
     "AlertRule",
     "AlertTarget",
     "AppriseNotifier",
+    "Attachment",
     "Channel",
     "Level",
     "Message",

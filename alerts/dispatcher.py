@@ -9,6 +9,10 @@ Two kinds of task run side by side:
   the send and marked delivered only after Apprise reports success; failures are retried
   with exponential backoff until `give_up_after`, then marked failed with an
   `alert_delivery_failed` event (which alerts the other targets).
+
+An email about a metric turning significant, a guardrail regressing or a sample-ratio
+mismatch carries the chart of it as a PNG attachment (`charts.load_event_chart`, drawn as of
+the event's snapshot); other channels get text only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -25,7 +30,9 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import apprise
 from anyio.abc import TaskStatus
+from apprise.attachment.memory import AttachMemory
 
+from charts import CHARTED_KINDS, load_event_chart, to_png
 from store import (
     Delivery,
     DeliveryError,
@@ -39,7 +46,7 @@ from store import (
     UnknownExperiment,
 )
 
-from .render import Message, level_of, render, render_digest
+from .render import Attachment, Message, level_of, render, render_digest
 from .rules import AlertPolicy, AlertTarget, Channel
 
 logger = logging.getLogger(__name__)
@@ -82,9 +89,18 @@ class AppriseNotifier:
         if not sender.add(target.url):
             raise DeliveryError(f"alert target {target.name!r} has an invalid Apprise URL")
         body, body_format = message.markdown, apprise.NotifyFormat.MARKDOWN
+        attach = None
         match target.channel:
             case Channel.EMAIL:
                 body, body_format = message.html, apprise.NotifyFormat.HTML
+                if message.attachments:
+                    attach = apprise.AppriseAttachment()
+                    for a in message.attachments:
+                        # Apprise's AttachMemory is untyped.
+                        memory = AttachMemory(  # type: ignore[no-untyped-call]
+                            content=a.data, name=a.name, mimetype=a.mime_type
+                        )
+                        attach.add(memory)
             case Channel.JSON:
                 body, body_format = message.body, apprise.NotifyFormat.TEXT
                 # Apprise's JSON envelope {version, title, message, type, ...} gains our
@@ -99,6 +115,7 @@ class AppriseNotifier:
                 title=message.title,
                 notify_type=message.notify_type,
                 body_format=body_format,
+                attach=attach,
                 timeout=self.timeout_seconds,
             )
         if scope.cancelled_caught:
@@ -339,6 +356,8 @@ class AlertDispatcher:
             if len(ordered) == 1
             else render_digest(ordered, possible_duplicate=duplicate)
         )
+        if len(ordered) == 1 and target.channel is Channel.EMAIL:
+            message = replace(message, attachments=await self._charts(ordered[0]))
         # A send the target confirmed must be marked, even while shutting down, or it would
         # go out twice; the shield is bounded by the grace period.
         error: str | None = None
@@ -371,6 +390,23 @@ class AlertDispatcher:
                 " [possible duplicate]" if duplicate else "",
             )
         return retry_at
+
+    async def _charts(self, event: Event) -> tuple[Attachment, ...]:
+        """The chart of what `event` is about, for an email (none for other kinds). A chart
+        is a courtesy: whatever stops it from being drawn, the alert goes without it."""
+        if event.kind not in CHARTED_KINDS:
+            return ()
+        try:
+            chart = await load_event_chart(self._store, event)
+            if chart is None:
+                return ()
+            png = await anyio.to_thread.run_sync(to_png, chart)
+        except (ExperimentNotFound, UnknownExperiment):
+            return ()
+        except Exception:  # never let a chart hold an alert back
+            logger.exception("no chart for the alert about event #%s", event.id)
+            return ()
+        return (Attachment(name=f"{chart.name}.png", data=png),)
 
     async def _failed(
         self,

@@ -44,7 +44,25 @@ from .markup import (
 )
 from .wording import EXPERIMENT_FACT, Wording, experiment_name, is_test, wording_of
 
-__all__ = ["Level", "Message", "level_of", "render", "render_digest", "sample_event"]
+__all__ = [
+    "Attachment",
+    "Level",
+    "Message",
+    "level_of",
+    "render",
+    "render_digest",
+    "sample_event",
+]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message where the channel takes files (email): a chart."""
+
+    name: str
+    """The file name the receiver sees (`srm.png`)."""
+    data: bytes = field(repr=False)
+    mime_type: str = "image/png"
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,8 @@ class Message:
     level: Level
     document: dict[str, Any] = field(repr=False)
     """The JSON webhook payload: `expwatch.alert/v1` or `expwatch.alert.digest/v1`."""
+    attachments: tuple[Attachment, ...] = ()
+    """Files for channels that take them (email: the chart of what the alert is about)."""
 
 
 def _event_name(event: Event) -> str:

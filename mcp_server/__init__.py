@@ -3,6 +3,7 @@
 from mcp_server.cache import ResponseCache
 from mcp_server.control import RefreshOutcome, WatcherControl
 from mcp_server.notifier import ResourceNotifier
+from mcp_server.reader import NotAvailable, NotFound, PulseReport, Reader
 from mcp_server.server import (
     HEALTH_URI,
     HISTORY_URI,
@@ -24,6 +25,10 @@ __all__ = [
     "METRIC_URI",
     "RESULTS_URI",
     "STATUS_URI",
+    "NotAvailable",
+    "NotFound",
+    "PulseReport",
+    "Reader",
     "RefreshOutcome",
     "ResourceNotifier",
     "ResourceSubscriptions",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from charts import Chart, ChartSet, load_chart_set
 from store import (
     Event,
     EventKind,
@@ -34,6 +36,25 @@ ReportFormat = Literal["json", "csv", "summary"]
 RECENT_DEFAULT = timedelta(hours=24)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+MAX_CHART_IMAGES = 6
+"""Charts a report draws as images (SRM, exposures, then trajectories: goals, guardrails,
+secondary metrics); the rest are in the JSON as Vega-Lite specifications only."""
+
+
+@dataclass(frozen=True)
+class PulseReport:
+    """A report (CSV or Markdown text, or a JSON-ready dict) and, when charts were asked
+    for, the experiment's charts."""
+
+    body: str | dict[str, Any]
+    charts: ChartSet | None = None
+
+    @property
+    def drawn(self) -> list[Chart]:
+        """The charts to send as images, in order (at most `MAX_CHART_IMAGES`)."""
+        return self.charts.charts[:MAX_CHART_IMAGES] if self.charts else []
 
 
 class NotFound(LookupError):
@@ -339,32 +360,30 @@ class Reader:
             }
             view["events"] = [
                 views.event_view(e)
-                for e in await self._store.events_after(
-                    0, experiment_id=experiment_id, metric_id=found.metric_id, limit=200
+                for e in await self._store.history_events(
+                    experiment_id, metric_id=found.metric_id, limit=200
                 )
             ]
         return view
 
     async def pulse_report(
         self, experiment_id: str, *, fmt: ReportFormat, include_charts: bool
-    ) -> str | dict[str, Any]:
-        """The experiment's latest results as a report: JSON, CSV or a Markdown summary."""
+    ) -> PulseReport:
+        """The experiment's latest results as a report: JSON, CSV or a Markdown summary; with
+        `include_charts`, its charts too (in the JSON as Vega-Lite specifications, and on the
+        report to draw as images)."""
         experiment, stored = await self.latest(experiment_id)
         if fmt == "csv":
-            return views.pulse_csv(stored.snapshot)
+            return PulseReport(views.pulse_csv(stored.snapshot))
         warnings = (await self.warnings([experiment]))[experiment_id]
-        charts: dict[tuple[str, str], list[float | None]] = {}
-        if include_charts:
-            for m in stored.snapshot.metrics:
-                for v in m.variations:
-                    if v.platform_verdict is Verdict.BASELINE:
-                        continue
-                    points = await self._store.metric_history(
-                        experiment_id, m.metric_id, v.variation_id
-                    )
-                    charts[(m.metric_id, v.variation_id)] = [p.relative_change for p in points]
+        chart_set = await load_chart_set(self._store, experiment_id) if include_charts else None
+        lifts = {
+            (t.metric_id, t.variation_id): [p.relative_change for p in t.points]
+            for t in (chart_set.trajectories if chart_set else ())
+        }
         if fmt == "summary":
-            return views.pulse_summary(experiment, stored, warnings=warnings, charts=charts)
+            summary = views.pulse_summary(experiment, stored, warnings=warnings, charts=lifts)
+            return PulseReport(summary, chart_set)
         report: dict[str, Any] = {
             "experiment": views.experiment_view(experiment),
             "snapshot": views.snapshot_meta(stored),
@@ -375,18 +394,10 @@ class Reader:
                 for m in stored.snapshot.metrics
             ],
         }
-        if include_charts:
-            report["charts"] = [
-                {
-                    "metric": metric_id,
-                    "variation": variation_id,
-                    "title": f"relative change of {metric_id} ({variation_id} vs baseline)",
-                    "values": values,
-                    "sparkline": views.sparkline(values),
-                }
-                for (metric_id, variation_id), values in charts.items()
-            ]
-        return report
+        result = PulseReport(report, chart_set)
+        if chart_set is not None:
+            report["charts"] = views.chart_entries(chart_set.charts, drawn=len(result.drawn))
+        return result
 
     # -- history ------------------------------------------------------------------------------
 
@@ -413,9 +424,7 @@ class Reader:
         def recent(events: list[Event]) -> list[dict[str, Any]]:
             return [views.event_view(e) for e in events if since is None or e.occurred_at >= since]
 
-        events = await self._store.events_after(
-            0, experiment_id=experiment_id, since=since, limit=100_000
-        )
+        events = await self._store.history_events(experiment_id, since=since, limit=100_000)
         view: dict[str, Any] = {
             "experiment": views.experiment_view(experiment),
             "snapshots": {
@@ -462,11 +471,8 @@ class Reader:
         if metric is not None:
             metrics = (resolve_metric(metrics, metric, experiment_id),)
         ours = await self._store.significance_changes(experiment_id)
-        platform = await self._store.events_after(
-            0,
-            experiment_id=experiment_id,
-            kinds=[EventKind.PLATFORM_VERDICT_CHANGED],
-            limit=100_000,
+        platform = await self._store.history_events(
+            experiment_id, kinds=[EventKind.PLATFORM_VERDICT_CHANGED], limit=100_000
         )
         answers = []
         for m in metrics:

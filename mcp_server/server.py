@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.middleware import Middleware
+from fastmcp.tools import ToolResult
+from fastmcp.utilities.types import Image
 from mcp import types
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import ToolAnnotations
 from pydantic import AfterValidator, Field
 
+from charts import to_png
 from store import Store, StoreError, utc_now
 
 from .cache import ResponseCache
@@ -265,14 +269,27 @@ def build_server(
             ),
         ] = "json",
         include_charts: Annotated[
-            bool, Field(description="Add each treatment's lift over time (series + sparkline).")
+            bool,
+            Field(
+                description="Add charts: each treatment's lift over time with both intervals, "
+                "SRM over time and users per variation, as PNG images and (in the JSON) as "
+                "Vega-Lite specifications."
+            ),
         ] = False,
-    ) -> str:
-        """A report of the experiment's latest results (a Pulse-style export)."""
+    ) -> ToolResult:
+        """A report of the experiment's latest results (a Pulse-style export), with charts
+        as images when asked for."""
         report = await tool(
             reader.pulse_report(experiment_id, fmt=format, include_charts=include_charts)
         )
-        return report if isinstance(report, str) else json.dumps(report, indent=2)
+        body = report.body
+        text = body if isinstance(body, str) else json.dumps(body, indent=2)
+        content: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
+        drawn = report.drawn
+        if drawn:
+            images = await anyio.to_thread.run_sync(lambda: [to_png(c) for c in drawn])
+            content.extend(Image(data=png, format="png").to_image_content() for png in images)
+        return ToolResult(content=content)
 
     @server.tool(annotations=READ_ONLY)
     async def get_experiments(

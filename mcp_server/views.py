@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from charts import Chart, Trajectory, to_vega_lite
 from store import (
     Event,
     EventKind,
@@ -116,7 +117,10 @@ def results_view(
 
 
 def event_view(event: Event) -> dict[str, Any]:
-    return event.model_dump(mode="json", exclude_none=True)
+    """An event as JSON; `backfilled` only on events of backfilled history."""
+    return event.model_dump(
+        mode="json", exclude_none=True, exclude=None if event.backfilled else {"backfilled"}
+    )
 
 
 def summary_view(summary: ExperimentSummary, *, warnings: Sequence[str] = ()) -> dict[str, Any]:
@@ -201,6 +205,36 @@ def sparkline(values: Sequence[float | None]) -> str:
         " " if v is None else SPARK[min(len(SPARK) - 1, int((v - low) / span * len(SPARK)))]
         for v in values
     )
+
+
+def chart_entries(charts: Sequence[Chart], *, drawn: int) -> list[dict[str, Any]]:
+    """The report's charts: each one's Vega-Lite v5 specification (data inline) and whether it
+    comes as an image too (the first `drawn`); a trajectory also as its series of relative
+    changes and a sparkline."""
+    entries = []
+    for index, chart in enumerate(charts):
+        entry: dict[str, Any] = {
+            "kind": chart.name,
+            "name": chart.name,
+            "title": chart.title,
+            "metric": None,
+            "variation": None,
+            "image": index < drawn,
+        }
+        if isinstance(chart, Trajectory):
+            values = [p.relative_change for p in chart.points]
+            entry.update(
+                {
+                    "kind": "trajectory",
+                    "metric": chart.metric_id,
+                    "variation": chart.variation_id,
+                    "values": values,
+                    "sparkline": sparkline(values),
+                }
+            )
+        entry["vega_lite"] = to_vega_lite(chart)
+        entries.append(entry)
+    return entries
 
 
 CSV_COLUMNS = (

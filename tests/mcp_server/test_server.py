@@ -4,6 +4,7 @@ a store the real watcher filled by polling the simulated GrowthBook through nine
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -29,6 +30,7 @@ from expwatch.app import App
 from expwatch.config import GrowthBookSourceSettings, McpSettings, Settings, StoreSettings
 from simulator import Scenario, build_growthbook_app, default_scenario
 from store import NewDelivery
+from tests.charts.checks import check_readable_png, check_vega_lite
 from tests.helpers import ManualClock
 from tests.mcp_server.clients import UpdateInbox, handshake_http_client, legacy_subscribe
 from tests.watcher.conftest import REFRESH_SECONDS, at_refresh
@@ -299,32 +301,74 @@ async def test_recent_events_filters_by_kind_and_pages(rig: Rig) -> None:
     ]
 
 
-async def test_pulse_report_in_three_formats(rig: Rig) -> None:
+async def call_with_images(
+    client: Client, name: str, **arguments: Any
+) -> tuple[Any, list[types.ImageContent]]:
+    """A tool's text answer (parsed when it is JSON) and the images after it."""
+    result = await client.call_tool(name, arguments)
+    text, *images = result.content
+    assert isinstance(text, types.TextContent)
+    assert KEY not in text.text
+    assert all(isinstance(i, types.ImageContent) for i in images)
+    try:
+        return json.loads(text.text), images  # type: ignore[return-value]
+    except json.JSONDecodeError:
+        return text.text, images  # type: ignore[return-value]
+
+
+async def test_pulse_report_in_three_formats_with_charts_as_images_and_vega_lite(rig: Rig) -> None:
+    """JSON, CSV (one row per metric × variation) and a Markdown summary (with sparklines);
+    with include_charts the JSON and the summary are followed by PNG images (SRM, exposures,
+    then each trajectory: goal, guardrail, secondary) and the JSON holds each chart's series
+    and a Vega-Lite spec with its data inline; without include_charts there are neither."""
     async with Client(rig.app.mcp) as client:
-        as_json = await call(
+        as_json, images = await call_with_images(
             client, "export_pulse_report", experiment_id=CHECKOUT, include_charts=True
         )
         as_csv = await call(client, "export_pulse_report", experiment_id=CHECKOUT, format="csv")
-        summary = await call(
+        summary, summary_images = await call_with_images(
             client,
             "export_pulse_report",
             experiment_id=CHECKOUT,
             format="summary",
             include_charts=True,
         )
+        plain, no_images = await call_with_images(
+            client, "export_pulse_report", experiment_id=CHECKOUT
+        )
     assert {m["id"] for m in as_json["metrics"]} == {
         "met_conversion",
         "met_add_to_cart",
         "met_refund",
     }
-    [chart] = [c for c in as_json["charts"] if c["metric"] == "met_conversion"]
-    assert len(chart["values"]) == 9 and len(chart["sparkline"]) == 9
     rows = list(csv.DictReader(io.StringIO(as_csv)))
     assert len(rows) == 3 * 2  # three metrics × two variations
     treatment = next(r for r in rows if r["metric_id"] == "met_conversion" and r["our_verdict"])
     assert treatment["our_verdict"] == "won"
     assert summary.startswith("# Checkout redesign (exp_checkout_redesign)")
     assert "sample-ratio mismatch" in summary and "lift over 9 snapshots" in summary
+    # The charts.
+    assert no_images == [] and "charts" not in plain
+    assert [c["name"] for c in as_json["charts"] if c["image"]] == [
+        "srm",
+        "exposures",
+        "trajectory-met_conversion-var_checkout_1",
+        "trajectory-met_refund-var_checkout_1",
+        "trajectory-met_add_to_cart-var_checkout_1",
+    ]
+    assert len(images) == len(summary_images) == 5
+    for image in images:
+        assert image.mime_type == "image/png"
+        check_readable_png(base64.b64decode(image.data))
+    for chart in as_json["charts"]:
+        check_vega_lite(chart["vega_lite"])
+    [conversion] = [c for c in as_json["charts"] if c["metric"] == "met_conversion"]
+    assert len(conversion["values"]) == 9 and len(conversion["sparkline"]) == 9
+    series = conversion["vega_lite"]["data"]["values"]
+    assert len(series) == 9 and series[-1]["our_verdict"] == "won"
+    assert series[0]["ours_low"] < 0 < series[-1]["ours_low"]  # our interval left zero behind
+    [srm] = [c for c in as_json["charts"] if c["kind"] == "srm"]
+    assert srm["vega_lite"]["title"]["text"].startswith("Sample-ratio test: mismatch detected")
 
 
 async def test_status_resource_and_tool_show_each_source(rig: Rig) -> None:
