@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +15,7 @@ import httpx
 from anyio.abc import TaskStatus
 from fastmcp import FastMCP
 
-from alerts import AlertDispatcher, AppriseNotifier, Notifier
+from alerts import AlertDispatcher, AlertTarget, AppriseNotifier, Notifier
 from mcp_server import (
     RefreshOutcome,
     ResourceNotifier,
@@ -217,6 +217,17 @@ def request_budget(limit_per_minute: float, clock: Clock) -> RateBudget:
     return RateBudget(limit_per_minute - (burst - 1), burst=burst, clock=clock)
 
 
+def stats_policy(settings: Settings) -> StatsPolicy:
+    """The watcher's statistical settings ([watcher] alpha, SRM threshold, minimums)."""
+    return StatsPolicy(
+        alpha=settings.watcher.alpha,
+        tuning=settings.watcher.sequential_tuning,
+        srm_alpha=settings.watcher.srm_threshold,
+        minimum_units=settings.watcher.minimum_units,
+        minimum_conversions=settings.watcher.minimum_conversions,
+    )
+
+
 def source_policies(settings: Settings) -> dict[str, SourcePolicy]:
     """How each source is polled: its watch rules, concurrency and circuit breaker."""
     return {
@@ -243,10 +254,12 @@ async def open_app(
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     notifier: Notifier | None = None,
+    extra_targets: Sequence[AlertTarget] = (),
 ) -> AsyncIterator[App]:
-    """Open the store and HTTP client and build every part; close them on exit."""
+    """Open the store and HTTP client and build every part; close them on exit.
+    `extra_targets` are alerted beside the configured ones (the demo's terminal)."""
     clock = clock or SystemClock()
-    targets = alert_targets(settings)
+    targets = [*alert_targets(settings), *extra_targets]
     # Upstream TLS is always verified: against [watcher] ca_bundle when it is set, otherwise
     # against httpx's default CA bundle. There is deliberately no way to turn it off.
     verify: ssl.SSLContext | bool = settings.upstream_ssl_context() or True
@@ -265,13 +278,7 @@ async def open_app(
                 finished_poll_interval_seconds=settings.watcher.finished_poll_interval_seconds,
                 jitter=settings.watcher.jitter,
                 source_policies=source_policies(settings),
-                policy=StatsPolicy(
-                    alpha=settings.watcher.alpha,
-                    tuning=settings.watcher.sequential_tuning,
-                    srm_alpha=settings.watcher.srm_threshold,
-                    minimum_units=settings.watcher.minimum_units,
-                    minimum_conversions=settings.watcher.minimum_conversions,
-                ),
+                policy=stats_policy(settings),
             )
             mcp = build_server(
                 store,

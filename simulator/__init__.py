@@ -8,10 +8,12 @@ in-process through `httpx.ASGITransport` or on loopback under uvicorn).
 `Faults` injects production's faults into either app (5xx bursts, 429 storms, malformed or
 drifted bodies, latency, hangs, slow drips, dropped connections, vanishing experiments, looping
 pagination) and `RequestLog` records its requests.
+`demo_scenarios` scripts the stories `expwatch demo` tells, on both platforms.
 `load_scenario_file` reads scenarios for both platforms from a TOML file
 (`EXAMPLE_SCENARIO_FILE` scripts every knob).
 """
 
+from simulator.demo_scenarios import DEMO_STORY, DemoScenarios, demo_scenarios
 from simulator.faults import (
     ConnectionDroppedError,
     DriftFault,
@@ -54,8 +56,10 @@ from simulator.statsig_experiment import StatsigExperiment, StatsigGroup, Statsi
 from simulator.statsig_scenario import StatsigScenario, default_statsig_scenario
 
 __all__ = [
+    "DEMO_STORY",
     "EXAMPLE_SCENARIO_FILE",
     "ConnectionDroppedError",
+    "DemoScenarios",
     "DriftFault",
     "DripFault",
     "Fault",
@@ -87,6 +91,7 @@ __all__ = [
     "build_statsig_app",
     "default_scenario",
     "default_statsig_scenario",
+    "demo_scenarios",
     "load_scenario_file",
     "on_item",
     "remove_field",
