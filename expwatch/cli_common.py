@@ -12,16 +12,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import click
 
-from alerts import AlertTarget
-from store import ConfigError, ExpwatchError, leaves
+if TYPE_CHECKING:  # imported where used: `expwatch --help` must not load the app
+    from alerts import AlertTarget
 
-from .alerting import alert_targets
-from .config import Settings, load_config
+    from .config import Settings
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -121,6 +119,10 @@ def _verbose_requested() -> bool:
 
 
 def load_settings(config_path: Path | None) -> Settings:
+    from store import ConfigError
+
+    from .config import load_config
+
     try:
         settings = load_config(config_path)
     except ConfigError as exc:
@@ -132,6 +134,10 @@ def load_settings(config_path: Path | None) -> Settings:
 
 def load_alert_targets(settings: Settings) -> list[AlertTarget]:
     """The configured alert targets, or a message and exit code 2 for a bad one."""
+    from store import ConfigError
+
+    from .alerting import alert_targets
+
     try:
         return alert_targets(settings)
     except ConfigError as exc:
@@ -144,6 +150,10 @@ T = TypeVar("T")
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run `fn` under anyio (asyncio), with errors turned into messages and exit codes."""
+    import anyio
+
+    from store import ConfigError, ExpwatchError, leaves
+
     try:
         return anyio.run(fn, backend="asyncio")
     except ConfigError as exc:
@@ -168,6 +178,8 @@ async def run_until_stopped(
     The first signal cancels `main`, whose records in flight finish (they are shielded) and
     whose servers shut down within their grace periods; a second signal exits at once.
     """
+    import anyio
+
     log = logging.getLogger("expwatch")
     async with anyio.create_task_group() as outer:
         with anyio.CancelScope() as work:
@@ -212,7 +224,17 @@ class Timestamp(click.ParamType[datetime]):
 
 
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    """`value` as indented JSON on stdout; times in ISO 8601."""
+    click.echo(json.dumps(value, indent=2, default=_json_default))
+
+
+def json_line(value: Any) -> str:
+    """`value` as one line of JSON (JSON Lines); times in ISO 8601."""
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def settle_heap() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -108,6 +108,7 @@ async def test_run_once_records_snapshots_and_events_lists_them_as_json(
     assert snapshots["exp_checkout_redesign"] == 1
     [source] = status["sources"]
     assert source["name"] == "gb" and source["breaker"]["state"] == "closed"
+    assert source["lag_seconds"] >= 0 and datetime.fromisoformat(source["last_success_at"])
 
     code, out, err = await expwatch(
         "unwatch", "exp_pricing_page", "--config", str(deployment.config)
@@ -118,8 +119,8 @@ async def test_run_once_records_snapshots_and_events_lists_them_as_json(
     )
     assert code == 2 and "no source 'nope' in the configuration; sources: gb" in err
     code, out, err = await expwatch("status", "--config", str(deployment.config))
-    assert "source gb (growthbook): breaker closed" in out
-    assert "not watching: exp_pricing_page" in out
+    assert re.search(r"^gb +growthbook +closed +60/min ", out, re.MULTILINE), out
+    assert re.search(r"^gb +exp_pricing_page +never watch$", out, re.MULTILINE), out
 
     code, out, err = await expwatch(
         "history",
@@ -224,37 +225,6 @@ async def test_the_stdio_mcp_server_answers_from_the_store_and_explains_unknown_
             [text] = bad.content
             assert isinstance(text, types.TextContent)
             assert "experiment_id" in text.text, text.text
-
-
-@pytest.mark.anyio
-async def test_the_demo_shows_the_story_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    """`expwatch demo` needs no config, prints each event as it happens, and exits 0 on
-    SIGINT, keeping its database when given --dir."""
-    command = [sys.executable, "-m", "expwatch", "demo", "--port", "0"]
-    command += ["--refresh-seconds", "0.3", "--dir", str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPWATCH_")}
-    lines: list[str] = []
-    with anyio.fail_after(60):
-        async with await anyio.open_process(command, env=env, cwd=ROOT) as process:
-            assert process.stdout is not None
-            buffered = ""
-            async for chunk in process.stdout:
-                buffered += chunk.decode()
-                *complete, buffered = buffered.split("\n")
-                lines.extend(complete)
-                # The story's order depends on when polls land between refreshes: wait
-                # for both chapters, in whichever order they come.
-                seen = "\n".join(lines)
-                if "significance_changed" in seen and "srm_detected" in seen:
-                    break
-            process.send_signal(signal.SIGINT)
-            assert await process.wait() == 0
-    text = "\n".join(lines)
-    assert "MCP (streamable HTTP)     http://127.0.0.1:" in text
-    assert "platform_verdict_changed exp_checkout_redesign · Conversion" in text
-    assert "srm_detected             exp_checkout_redesign" in text
-    assert "significance_changed     exp_checkout_redesign · Conversion" in text
-    assert (tmp_path / "expwatch-demo.db").exists()
 
 
 @pytest.mark.anyio
