@@ -106,11 +106,30 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RedactApprise())
+    handler.addFilter(AnsweredToolErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # FastMCP gives its logger rich handlers of its own (a rich traceback per error answered,
+    # about 100 ms each, outside our format and filters): route it through ours instead.
+    os.environ.setdefault("FASTMCP_LOG_ENABLED", "false")  # read when fastmcp is imported
+    fastmcp = logging.getLogger("fastmcp")
+    fastmcp.handlers.clear()  # in case it was imported already
+    fastmcp.propagate = True
+
+
+class AnsweredToolErrors(logging.Filter):
+    """A ToolError or ResourceError is an answer the client gets (an unknown experiment, a
+    bad argument), not a crash: keep FastMCP's one line about it, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and any(c.__name__ == "FastMCPError" for c in type(exc).__mro__):
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _verbose_requested() -> bool:

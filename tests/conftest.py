@@ -99,8 +99,16 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    fastmcp = logging.getLogger("fastmcp")
+    fastmcp_handlers, fastmcp_propagates = fastmcp.handlers[:], fastmcp.propagate
+    fastmcp_log_enabled = os.environ.get("FASTMCP_LOG_ENABLED")
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    fastmcp.handlers[:], fastmcp.propagate = fastmcp_handlers, fastmcp_propagates
+    if fastmcp_log_enabled is None:
+        os.environ.pop("FASTMCP_LOG_ENABLED", None)
+    else:
+        os.environ["FASTMCP_LOG_ENABLED"] = fastmcp_log_enabled
     for name, noisy_level in levels.items():
         logging.getLogger(name).setLevel(noisy_level)

@@ -8,6 +8,7 @@ import base64
 import csv
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlalchemy import text
 
 from expwatch import open_app
 from expwatch.app import App
+from expwatch.cli_common import setup_logging
 from expwatch.config import GrowthBookSourceSettings, McpSettings, Settings, StoreSettings
 from simulator import Scenario, build_growthbook_app, default_scenario
 from store import NewDelivery
@@ -197,6 +199,23 @@ async def test_results_health_history_and_metric_resources(rig: Rig) -> None:
     [trajectory] = metric["history"].values()
     assert len(trajectory) == 9
     assert trajectory[0]["our_verdict"] != "won" and trajectory[-1]["our_verdict"] == "won"
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_an_answered_error_is_logged_in_one_line_of_our_format(rig: Rig) -> None:
+    """Under the CLI's logging, FastMCP's log of an error it answers (an unknown experiment)
+    comes through our handler as one line, without the rich traceback FastMCP draws itself."""
+    setup_logging("INFO", "text")
+    [handler] = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(out := io.StringIO())
+    async with Client(rig.app.mcp) as client:
+        with pytest.raises(MCPError):
+            await client.read_resource("experiments://exp_nope/health")
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "Error reading resource" in line], lines
+    assert not [line for line in lines if "Traceback" in line or "│" in line], lines
+    assert not logging.getLogger("fastmcp").handlers
 
 
 async def test_unknown_ids_and_metrics_get_errors_that_say_what_exists(rig: Rig) -> None:
