@@ -476,9 +476,7 @@ class Store:
             metric_id=metric_id,
             since=since,
         )
-        async with self.database.read() as conn:
-            result = await conn.execute(query)
-            return [rows.event_from_row(r._mapping) for r in result]
+        return await self._events(query)
 
     async def history_events(
         self,
@@ -499,9 +497,7 @@ class Store:
             metric_id=metric_id,
             since=since,
         )
-        async with self.database.read() as conn:
-            result = await conn.execute(query)
-            return [rows.event_from_row(r._mapping) for r in result]
+        return await self._events(query)
 
     async def significance_changes(
         self, experiment_id: str, *, metric_id: str | None = None, limit: int = 1000
@@ -651,6 +647,10 @@ class Store:
                 await committed.wait()
 
     # -- helpers --------------------------------------------------------------------------
+
+    async def _events(self, query: Select[Any]) -> list[Event]:
+        async with self.database.read() as conn:
+            return [rows.event_from_row(r._mapping) for r in await conn.execute(query)]
 
     def _signal(self) -> None:
         self._committed.set()
