@@ -126,7 +126,11 @@ def crash_scenario(*, experiments: int, refreshes: int, seed: int, start: dateti
                         id="met_revisit", name="Revisits", control_rate=0.2, added_at=at()
                     ),
                 ),
-                guardrails=(ScriptedMetric(id="met_refund", name="Refunds", control_rate=0.03),),
+                guardrails=(
+                    ScriptedMetric(
+                        id="met_refund", name="Refunds", control_rate=0.03, inverse=True
+                    ),
+                ),
                 users_per_refresh=20000,
                 first_results_at=i % 3,
                 created_seconds_before_start=float(86400 + i),

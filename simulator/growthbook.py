@@ -14,6 +14,12 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
   `simulator.growthbook_payloads`);
 - the portfolio scan `GET /experiments/results`: the latest results of a page of experiments,
   leaving out those without results while paginating over the experiments;
+- metric definitions, `GET /metrics` (listMetrics: sorted by id, paginated as the experiment
+  list, filtered by `projectId` (a metric without projects belongs to all) and `datasourceId`,
+  a query parameter it does not know a 400) and `GET /metrics/{id}` (getMetric; an unknown id
+  a 400 "Could not find metric with that id"): every metric the scenario's experiments
+  analyse, `behavior.goal` "decrease" for an inverse one (payloads in
+  `simulator.growthbook_payloads`);
 - opt-in (`bulk_results=True`, as a self-hosted server with EXPERIMENT_BULK_RESULTS_ENABLED),
   `GET /experiments/{id}/bulk-results`: every stored analysis generated in
   [dateStart, dateEnd], newest first, paginated over snapshots (limit 1..100, default 10),
@@ -25,7 +31,8 @@ Faithful to GrowthBook where a client can tell (shapes per GrowthBook's OpenAPI 
 Every request reads the clock once; the refresh index it maps to fixes all content. Requests
 pass through one gate (`simulator.faults.RequestGate`), where faults are injected and
 requests logged; the app itself applies a `VanishFault` (the experiment is left out of both
-lists and unknown to its endpoints) and a `PageLoopFault` (to both list endpoints).
+experiment lists and unknown to its endpoints; its metrics stay defined) and a
+`PageLoopFault` (to the experiment lists and the metric list).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,6 +56,7 @@ from simulator.growthbook_payloads import (
     created_at,
     enhanced_status,
     experiment_json,
+    metric_definitions,
     results_json,
 )
 from simulator.scenario import Scenario, ScriptedExperiment, ScriptedSnapshot
@@ -59,13 +67,16 @@ __all__ = ["build_growthbook_app"]
 Json = dict[str, Any]
 Clock = Callable[[], datetime]
 Handler = Callable[[Request, int], Json]
+_Item = TypeVar("_Item")
 
 _RATE_LIMIT_WINDOW = timedelta(seconds=60)
 _STATUSES = ("draft", "running", "stopped")
 _UNKNOWN_EXPERIMENT = "Could not find experiment with that id"
+_UNKNOWN_METRIC = "Could not find metric with that id"
 _NO_RESULTS = "No results found for that experiment"
 _UNKNOWN_ENDPOINT = "Unknown API endpoint"
 _BULK_PARAMS = frozenset({"dateStart", "dateEnd", "phase", "snapshotType", "limit", "offset"})
+_METRIC_LIST_PARAMS = frozenset({"limit", "offset", "projectId", "datasourceId"})
 _SNAPSHOT_TYPES = ("standard", "exploratory", "report")
 
 
@@ -122,6 +133,8 @@ def build_growthbook_app(
             Route("/api/v1/experiments/{id}", api.endpoint(api.get_experiment)),
             Route("/api/v1/experiments/{id}/results", api.endpoint(api.get_results)),
             Route("/api/v1/experiments/{id}/bulk-results", api.endpoint(api.bulk_results)),
+            Route("/api/v1/metrics", api.endpoint(api.list_metrics)),
+            Route("/api/v1/metrics/{id}", api.endpoint(api.get_metric)),
             Route("/api/v1/{path:path}", api.endpoint(api.unknown_endpoint)),
         ]
     )
@@ -149,6 +162,8 @@ class _GrowthBookApi:
         request_log: RequestLog | None,
     ) -> None:
         self._scenario = scenario
+        self._metrics = metric_definitions(scenario)
+        """Metric definitions by id, in id order: they do not change over the timeline."""
         self._api_key = api_key
         self._clock = clock
         self._limiter = FixedWindowLimiter(limit=rate_limit_per_minute, window=_RATE_LIMIT_WINDOW)
@@ -273,9 +288,7 @@ class _GrowthBookApi:
             limit = self._bulk_limiter.limit
             raise _ApiError(429, f"Too many requests, limit to {limit} per minute")
         query = request.query_params
-        unknown = sorted(set(query) - _BULK_PARAMS)
-        if unknown:
-            raise _ApiError(400, f"Querystring: Unrecognized key(s) in object: {unknown[0]!r}")
+        _refuse_unknown_params(query, _BULK_PARAMS)
         start, end = _date_param(query, "dateStart"), _date_param(query, "dateEnd")
         raw_phase = query.get("phase")
         phase = None if raw_phase is None else _phase_param(raw_phase)
@@ -304,6 +317,28 @@ class _GrowthBookApi:
             "results": [bulk_result_json(self._scenario, experiment, s) for s in on_page],
             **page.fields(count=len(on_page), total=len(stored)),
         }
+
+    def list_metrics(self, request: Request, index: int) -> Json:
+        """A page of metric definitions, sorted by id (GrowthBook's `listMetrics`)."""
+        query = request.query_params
+        _refuse_unknown_params(query, _METRIC_LIST_PARAMS)
+        page = _Page.of(request, loop=request.state.page_loop)
+        project, datasource = query.get("projectId"), query.get("datasourceId")
+        matching = [
+            metric
+            for metric in self._metrics.values()
+            if (project is None or not metric["projects"] or project in metric["projects"])
+            and datasource in (None, metric["datasourceId"])
+        ]
+        metrics = page.slice(matching)
+        return {"metrics": metrics, **page.fields(count=len(metrics), total=len(matching))}
+
+    def get_metric(self, request: Request, index: int) -> Json:
+        """One metric definition (GrowthBook's `getMetric`), 400 for an id it does not know."""
+        metric = self._metrics.get(request.path_params["id"])
+        if metric is None:
+            raise _ApiError(400, _UNKNOWN_METRIC)
+        return {"metric": metric}
 
     def unknown_endpoint(self, request: Request, index: int) -> Json:
         raise _ApiError(404, _UNKNOWN_ENDPOINT)
@@ -367,7 +402,7 @@ class _Page:
             raise _ApiError(400, "Invalid pagination offset")
         return cls(limit=limit, offset=offset, loop=loop)
 
-    def slice(self, items: list[ScriptedExperiment]) -> list[ScriptedExperiment]:
+    def slice(self, items: list[_Item]) -> list[_Item]:
         """The page's share of `items`."""
         start = self.loop.start_of(self.offset) if self.loop else self.offset
         return items[start : start + self.limit]
@@ -385,6 +420,13 @@ class _Page:
             "hasMore": has_more,
             "nextOffset": next_offset if has_more else None,
         }
+
+
+def _refuse_unknown_params(query: Any, known: frozenset[str]) -> None:
+    """As GrowthBook's strict query validators: a parameter the endpoint does not know is a 400."""
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise _ApiError(400, f"Querystring: Unrecognized key(s) in object: {unknown[0]!r}")
 
 
 def _rate_limit_headers(limit: int, count: int, until_reset: timedelta) -> dict[str, str]:

@@ -1,9 +1,17 @@
-"""GrowthBook REST API v1 payloads for the fake: experiments, status indicators and results.
+"""GrowthBook REST API v1 payloads for the fake: experiments, status indicators, results and
+metric definitions.
 
 Shapes follow GrowthBook's OpenAPI spec 5.0.1 (`Experiment`, `ExperimentWithEnhancedStatus`,
-`ExperimentResults`). Results are serialised as GrowthBook's `toSnapshotApiInterface` does:
-fractions for percentChange/ciLow/ciHigh, zeros (never nulls) for the baseline and for fields
-an engine does not produce, `phase` as a string, `checks.srm` the SRM p-value.
+`ExperimentResults`, `Metric`). Results are serialised as GrowthBook's `toSnapshotApiInterface`
+does: fractions for percentChange/ciLow/ciHigh, zeros (never nulls) for the baseline and for
+fields an engine does not produce, `phase` as a string, `checks.srm` the SRM p-value; for an
+inverse metric the bayesian chanceToBeatControl and risk are those of a fall (as gbstats).
+
+Metric definitions (`Metric`, as GrowthBook's `toMetricApiInterface` serialises a legacy SQL
+metric) exist for every metric id an experiment of the scenario analyses: a binomial metric
+whose `behavior.goal` is "decrease" when it is `inverse`, created with the oldest experiment
+using it (whose owner and data source it takes), in the projects of the experiments using it,
+with GrowthBook's default behaviour settings.
 
 The bulk-results items (`ExperimentBulkResult`, outside the spec; GrowthBook's "Experiment
 Bulk Results API" page) differ: one item per snapshot and dimension (`{snapshotId}:overall`),
@@ -27,6 +35,7 @@ __all__ = [
     "enhanced_status",
     "experiment_json",
     "iso",
+    "metric_definitions",
     "results_json",
     "snapshot_id",
 ]
@@ -149,11 +158,69 @@ def results_json(
                 "totalUsers": sum(snapshot.users),
                 "checks": {"srm": srm_p_value(snapshot.users, weights)},
                 "metrics": [
-                    _metric_json(experiment, snapshot, m.id, m.name)
-                    for m in experiment.metrics_at(at)
+                    _metric_json(experiment, snapshot, m) for m in experiment.metrics_at(at)
                 ],
             }
         ],
+    }
+
+
+def metric_definitions(scenario: Scenario) -> dict[str, Json]:
+    """The `Metric` of every metric the scenario's experiments analyse, by id, in id order
+    (GrowthBook lists metrics sorted by id)."""
+    uses: dict[str, list[tuple[ScriptedMetric, ScriptedExperiment]]] = {}
+    for experiment in sorted(scenario.experiments, key=lambda e: created_at(scenario, e)):
+        for metric in experiment.metrics:
+            uses.setdefault(metric.id, []).append((metric, experiment))
+    return {metric_id: _metric_definition(scenario, uses[metric_id]) for metric_id in sorted(uses)}
+
+
+def _metric_definition(
+    scenario: Scenario, uses: list[tuple[ScriptedMetric, ScriptedExperiment]]
+) -> Json:
+    """One metric's `Metric`, from the experiments using it (oldest first); the scenario
+    guarantees they agree on its name and direction."""
+    metric, oldest = uses[0]
+    created = iso(created_at(scenario, oldest))
+    return {
+        "id": metric.id,
+        "managedBy": "",
+        "dateCreated": created,
+        "dateUpdated": created,
+        "owner": oldest.owner,
+        "datasourceId": oldest.datasource_id,
+        "name": metric.name,
+        "description": "",
+        "type": "binomial",
+        "tags": [],
+        "projects": sorted({e.project for _, e in uses if e.project}),
+        "archived": False,
+        "behavior": {
+            "goal": "decrease" if metric.inverse else "increase",
+            "cappingSettings": {"type": "none", "value": 0},
+            "windowSettings": {
+                "type": "none",
+                "delayValue": 0,
+                "delayUnit": "hours",
+                "windowValue": 72,
+                "windowUnit": "hours",
+            },
+            "riskThresholdSuccess": 0.0025,
+            "riskThresholdDanger": 0.0125,
+            "minPercentChange": 0.005,
+            "maxPercentChange": 0.5,
+            "minSampleSize": 150,
+            "targetMDE": 0.1,
+        },
+        "sql": {
+            "identifierTypes": ["user_id"],
+            "conversionSQL": (
+                "SELECT user_id, timestamp FROM events "
+                f"WHERE event = '{metric.id.removeprefix('met_')}'"
+            ),
+            "userAggregationSQL": "SUM(value)",
+            "denominatorMetricId": "",
+        },
     }
 
 
@@ -193,8 +260,7 @@ def bulk_result_json(
                     "srm": srm_p_value(snapshot.users, experiment.phase_weights(snapshot.phase))
                 },
                 "metrics": [
-                    _bulk_metric_json(experiment, snapshot, m.id, m.name)
-                    for m in experiment.metrics_at(at)
+                    _bulk_metric_json(experiment, snapshot, m) for m in experiment.metrics_at(at)
                 ],
             }
         ],
@@ -202,14 +268,18 @@ def bulk_result_json(
 
 
 def _bulk_metric_json(
-    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric_id: str, name: str
+    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric: ScriptedMetric
 ) -> Json:
-    control = snapshot.arm(metric_id, 0)
+    control = snapshot.arm(metric.id, 0)
     bayesian = experiment.engine == "bayesian"
     variations = []
     for j, variation in enumerate(experiment.variations):
-        arm = snapshot.arm(metric_id, j)
-        compared = None if j == 0 else analyze_variation(control, arm, engine=experiment.engine)
+        arm = snapshot.arm(metric.id, j)
+        compared = (
+            None
+            if j == 0
+            else analyze_variation(control, arm, engine=experiment.engine, inverse=metric.inverse)
+        )
         analysis = {
             "engine": experiment.engine,
             "differenceType": "relative",
@@ -235,7 +305,7 @@ def _bulk_metric_json(
                 "analyses": [analysis],
             }
         )
-    return {"metricId": metric_id, "metricName": name, "variations": variations}
+    return {"metricId": metric.id, "metricName": metric.name, "variations": variations}
 
 
 def iso(moment: datetime) -> str:
@@ -284,16 +354,16 @@ def _phases_json(scenario: Scenario, experiment: ScriptedExperiment, index: int)
 
 
 def _metric_json(
-    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric_id: str, name: str
+    experiment: ScriptedExperiment, snapshot: ScriptedSnapshot, metric: ScriptedMetric
 ) -> Json:
-    control = snapshot.arm(metric_id, 0)
+    control = snapshot.arm(metric.id, 0)
     variations = []
     for j, variation in enumerate(experiment.variations):
-        arm = snapshot.arm(metric_id, j)
+        arm = snapshot.arm(metric.id, j)
         stats = (
             BASELINE_ANALYSIS
             if j == 0
-            else analyze_variation(control, arm, engine=experiment.engine)
+            else analyze_variation(control, arm, engine=experiment.engine, inverse=metric.inverse)
         )
         analysis = {
             "engine": experiment.engine,
@@ -316,7 +386,7 @@ def _metric_json(
                 "analyses": [analysis],
             }
         )
-    return {"metricId": metric_id, "metricName": name, "variations": variations}
+    return {"metricId": metric.id, "metricName": metric.name, "variations": variations}
 
 
 def _analysis_settings(experiment: ScriptedExperiment, index: int) -> Json:

@@ -45,10 +45,27 @@ class Scenario(Timeline):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_unique_ids([e.id for e in self.experiments])
+        _check_metric_definitions(self.experiments)
 
     def experiment(self, experiment_id: str) -> ScriptedExperiment | None:
         """The experiment with this id, if the scenario has one."""
         return next((e for e in self.experiments if e.id == experiment_id), None)
+
+
+def _check_metric_definitions(experiments: tuple[ScriptedExperiment, ...]) -> None:
+    """Refuse a metric id that two experiments define differently (name or direction): on
+    GrowthBook an id names one metric, served once by `GET /metrics`."""
+    first: dict[str, tuple[ScriptedMetric, str]] = {}
+    for experiment in experiments:
+        for metric in experiment.metrics:
+            known, where = first.setdefault(metric.id, (metric, experiment.id))
+            if (metric.name, metric.inverse) != (known.name, known.inverse):
+                raise ValueError(
+                    f"metric {metric.id!r} is defined twice: name {known.name!r}, inverse "
+                    f"{known.inverse} in experiment {where!r} but name {metric.name!r}, inverse "
+                    f"{metric.inverse} in experiment {experiment.id!r}; one id names one "
+                    "GrowthBook metric, so give it the same name and inverse everywhere"
+                )
 
 
 def _variations(prefix: str, *names: str) -> tuple[ScriptedVariation, ...]:
@@ -63,7 +80,8 @@ def default_scenario(*, start: datetime, refresh_seconds: float = 60.0) -> Scena
 
     - exp_checkout_redesign (running, bayesian, 50/50): no results at refresh 0; results from
       refresh 1; goal "met_conversion" significant (chanceToBeatControl > 0.95) from refresh 3;
-      SRM (checks.srm < 0.001) from refresh 6.
+      SRM (checks.srm < 0.001) from refresh 6; its guardrail "met_refund" is lower-is-better
+      (inverse) and stays inconclusive.
     - exp_pricing_page (running, frequentist, three arms 40/30/30): results from refresh 0,
       inconclusive, healthy split.
     - exp_onboarding_tour (draft): never has results.
@@ -85,7 +103,11 @@ def default_scenario(*, start: datetime, refresh_seconds: float = 60.0) -> Scena
         secondary_metrics=(
             ScriptedMetric(id="met_add_to_cart", name="Add to cart", control_rate=0.3),
         ),
-        guardrails=(ScriptedMetric(id="met_refund", name="Refund requested", control_rate=0.02),),
+        guardrails=(
+            ScriptedMetric(
+                id="met_refund", name="Refund requested", control_rate=0.02, inverse=True
+            ),
+        ),
         users_per_refresh=4000,
         first_results_at=1,
         significant_from=3,

@@ -21,6 +21,7 @@ with the same meaning (see their docstrings), refresh indexes counting from 0::
     name = "Conversion"
     role = "goal"                     # goal | secondary | guardrail, reported in that order
     control_rate = 0.1
+    inverse = false                   # optional: true for lower-is-better
     added_at = 0                      # optional
 
     [[statsig.experiments]]
@@ -314,6 +315,7 @@ def _growthbook_metric(table: object, key: str, position: int) -> tuple[str, Scr
         "name": _Field(_string, is_required=True),
         "role": _Field(_choice(tuple(_GROWTHBOOK_ROLES)), is_required=True),
         "control_rate": _Field(_number, is_required=True),
+        "inverse": _Field(_boolean),
         "added_at": _Field(_index),
     }
     values = _fields(table, key, spec)

@@ -10,8 +10,10 @@ counts, as a warehouse query would return them:
   metric's treatment follows a constant-lift path (z grows with the square root of the sample)
   that crosses the engine's significance threshold exactly at `significant_from` (and falls
   back under it at `significant_until`); the first guardrail's treatment follows the mirrored
-  path down to a significant loss at `guardrail_regresses_from`; everything else wobbles
-  deterministically well inside the inconclusive band;
+  path to a significant loss at `guardrail_regresses_from`; a win moves a metric in its
+  better direction and a loss in its worse one, so for an `inverse` (lower-is-better) metric
+  the paths run the other way; everything else wobbles deterministically well inside the
+  inconclusive band;
 - a new phase (`new_phase_at`) restarts the counts from zero, possibly with new weights.
 No randomness is involved: the same scenario always produces the same numbers.
 """
@@ -51,9 +53,10 @@ _HEALTHY_SPLIT_Z = 0.8  # healthy splits stay within 0.8 sd of the weights: SRM 
 _INCONCLUSIVE_Z = 0.9  # |z| of unscripted lifts: chance to beat control within 0.18..0.82
 _SIGNIFICANCE_MARGIN_Z = 0.15  # distance of the scripted z from the threshold at the crossing
 _MIN_USERS_PER_REFRESH = 1000
-# A scripted regression needs room below the threshold: with c expected conversions of the
-# treatment per refresh, the lowest reachable z is about -c, so ask for a comfortable margin.
-_MIN_REGRESSION_CONVERSIONS = 5.0
+# A scripted fall (a regression, or an inverse goal's win) needs room below the threshold: with
+# c expected conversions of the treatment per refresh, the lowest reachable z is about -c, so
+# ask for a comfortable margin.
+_MIN_FALL_CONVERSIONS = 5.0
 
 
 class ScriptError(ValueError):
@@ -81,14 +84,21 @@ class ScriptedVariation:
 class ScriptedMetric:
     """A conversion (binomial) metric and the baseline's true conversion rate.
 
+    `inverse`: lower is better (GrowthBook's metric `inverse`, served as `behavior.goal`
+    "decrease"), as for refunds or errors. GrowthBook then reports the chance that the
+    variation is lower as its `chanceToBeatControl`, and the script's win is a fall and its
+    regression a rise.
     `added_at`: refresh index from which the experiment analyses the metric (it is absent from
     the settings and the results before; from then on it is computed over the whole phase,
     as a re-analysis would).
+    A metric's id names one definition across the scenario: experiments sharing a metric id
+    give it the same `name` and `inverse` (each experiment keeps its own `control_rate`).
     """
 
     id: str
     name: str
     control_rate: float
+    inverse: bool = False
     added_at: int = 0
 
 
@@ -119,13 +129,15 @@ class ScriptedExperiment:
     Results and significance:
     `first_results_at`: refresh index before which the platform has no results.
     `significant_from`: first refresh index at which the goal metric (first of `goals`) is
-    significant for the last variation by GrowthBook's rule for `engine` (bayesian:
-    chanceToBeatControl > 0.95; frequentist: pValue < 0.05), staying so afterwards; None: never.
+    significantly better for the last variation by GrowthBook's rule for `engine` (bayesian:
+    chanceToBeatControl > 0.95; frequentist: pValue < 0.05, with a rise, or a fall for an
+    inverse goal), staying so afterwards; None: never.
     `significant_until`: refresh index from which that effect has vanished (the goal is
     inconclusive again, staying so); None: it never vanishes.
     `guardrail_regresses_from`: first refresh index at which the first guardrail's last
-    variation is significantly worse (negative lift; bayesian chanceToBeatControl < 0.05,
-    frequentist pValue < 0.05), staying so; None: never.
+    variation is significantly worse (a negative lift, a positive one for an inverse
+    guardrail; bayesian chanceToBeatControl < 0.05, frequentist pValue < 0.05), staying so;
+    None: never.
     `srm_from`: first refresh index whose SRM p-value is below 0.001, staying so; None: never.
     `no_data_between=(a, b)`: refreshes a..b-1 have no results (the data source returned
     nothing); the counts carry on afterwards as if the data had arrived late.
@@ -276,22 +288,28 @@ class ScriptedExperiment:
                 f"significant_from before it, got {self.significant_from}",
                 field="significant_until",
             )
-        if self.guardrail_regresses_from is not None:
-            if not self.guardrails:
+        if self.guardrail_regresses_from is not None and not self.guardrails:
+            raise ScriptError(
+                f"experiment {self.id!r} scripts a guardrail regression without guardrails",
+                field="guardrail_regresses_from",
+            )
+        # Scripted falls: a regression of a higher-is-better guardrail, a win of an inverse goal.
+        falls: list[tuple[str, str, ScriptedMetric]] = []
+        if self.guardrail_regresses_from is not None and not self.guardrails[0].inverse:
+            falls.append(("guardrail_regresses_from", "guardrail", self.guardrails[0]))
+        if self.significant_from is not None and self.goal_metric.inverse:
+            falls.append(("significant_from", "inverse goal", self.goal_metric))
+        weights = (self.weights, self.new_phase_weights or self.weights)
+        share = min(w[-1] / sum(w) for w in weights)
+        for field, what, metric in falls:
+            expected = self.users_per_refresh * share * metric.control_rate
+            if expected < _MIN_FALL_CONVERSIONS:
                 raise ScriptError(
-                    f"experiment {self.id!r} scripts a guardrail regression without guardrails",
-                    field="guardrail_regresses_from",
-                )
-            weights = (self.weights, self.new_phase_weights or self.weights)
-            share = min(w[-1] / sum(w) for w in weights)
-            expected = self.users_per_refresh * share * self.guardrails[0].control_rate
-            if expected < _MIN_REGRESSION_CONVERSIONS:
-                raise ScriptError(
-                    f"experiment {self.id!r}: guardrail {self.guardrails[0].id!r} expects "
+                    f"experiment {self.id!r}: {what} {metric.id!r} expects "
                     f"{expected:.1f} conversions of the last variation per refresh, too few "
-                    f"for a significant regression (at least {_MIN_REGRESSION_CONVERSIONS:g}); "
-                    "raise users_per_refresh or the guardrail's control_rate",
-                    field="guardrail_regresses_from",
+                    f"for a significant fall (at least {_MIN_FALL_CONVERSIONS:g}); "
+                    f"raise users_per_refresh or the {what}'s control_rate",
+                    field=field,
                 )
         if self.no_data_between is not None:
             begin, end = self.no_data_between
@@ -464,31 +482,40 @@ class ScriptedExperiment:
         control = BinomialArm(users=users[0], conversions=round(users[0] * metric.control_rate))
         counts = [control.conversions]
         treatment = len(users) - 1
-        regressing = self.guardrails[0].id if self.guardrails else None
         for j in range(1, len(users)):
-            if (
-                metric.id == self.goal_metric.id
-                and j == treatment
-                and self.significant_from is not None
-            ):
-                target, at_least = self._z_path(
-                    at, phase, since=self.significant_from, until=self.significant_until
-                )
-            elif (
-                metric.id == regressing
-                and j == treatment
-                and self.guardrail_regresses_from is not None
-            ):
-                # The mirror image of a win: a negative lift growing significant.
-                target, reach = self._z_path(
-                    at, phase, since=self.guardrail_regresses_from, until=None
-                )
-                target, at_least = -target, not reach
-            else:
+            scripted = self._scripted_path(metric, at, phase) if j == treatment else None
+            if scripted is None:
                 target = _INCONCLUSIVE_Z * wobble(f"{self.id}:{metric.id}:{j}", at)
                 at_least = False
+            else:
+                target, at_least = scripted
             counts.append(conversions_for_z(control, users[j], target, at_least=at_least))
         return tuple(counts)
+
+    def _scripted_path(
+        self, metric: ScriptedMetric, at: int, phase: int
+    ) -> tuple[float, bool] | None:
+        """The treatment's target z for `metric` at `at` and whether the count must reach it
+        (True) or stay at or below it; None for a metric the script leaves alone.
+
+        The goal's win is a rise and the first guardrail's regression its mirror image, a
+        fall; an inverse metric turns both around (its win a fall, its regression a rise).
+        """
+        if metric.id == self.goal_metric.id and self.significant_from is not None:
+            target, reach = self._z_path(
+                at, phase, since=self.significant_from, until=self.significant_until
+            )
+            is_rise = not metric.inverse
+        elif (
+            self.guardrails
+            and metric.id == self.guardrails[0].id
+            and self.guardrail_regresses_from is not None
+        ):
+            target, reach = self._z_path(at, phase, since=self.guardrail_regresses_from, until=None)
+            is_rise = metric.inverse
+        else:
+            return None
+        return (target, reach) if is_rise else (-target, not reach)
 
     def _z_path(self, at: int, phase: int, *, since: int, until: int | None) -> tuple[float, bool]:
         """Target z at `at` and whether the count must reach it (True) or stay below it.

@@ -128,12 +128,14 @@ BASELINE_ANALYSIS = VariationAnalysis(
 
 
 def analyze_variation(
-    control: BinomialArm, variation: BinomialArm, *, engine: StatsEngine
+    control: BinomialArm, variation: BinomialArm, *, engine: StatsEngine, inverse: bool = False
 ) -> VariationAnalysis:
     """GrowthBook's analysis of `variation` against `control` for a conversion metric.
 
     Bayesian (flat prior): chanceToBeatControl = Phi(d / se), a 95% credible interval, and
     risk = E[max(0, -lift)], the expected relative loss of shipping the variation; pValue 0.
+    For an `inverse` (lower-is-better) metric GrowthBook's `chance_to_win` is the chance of a
+    fall, 1 - Phi(d / se), and the loss a rise: risk = E[max(0, lift)].
     Frequentist: two-sided pValue and 95% confidence interval; chanceToBeatControl and risk 0.
     With no variance (GrowthBook's ZERO_NEGATIVE_VARIANCE case) the lift and interval are 0 and
     the chance to beat control is 0.5.
@@ -154,8 +156,9 @@ def analyze_variation(
     z = d / se
     ci_low, ci_high = d - _CI_Z * se, d + _CI_Z * se
     if engine == "bayesian":
-        chance = 0.5 * math.erfc(-z / math.sqrt(2.0))
-        risk = se * _STANDARD_NORMAL.pdf(z) - d * 0.5 * math.erfc(z / math.sqrt(2.0))
+        gain = -z if inverse else z  # z of the change in the metric's better direction
+        chance = 0.5 * math.erfc(-gain / math.sqrt(2.0))
+        risk = se * (_STANDARD_NORMAL.pdf(gain) - gain * 0.5 * math.erfc(gain / math.sqrt(2.0)))
         return VariationAnalysis(
             percent_change=d,
             ci_low=ci_low,

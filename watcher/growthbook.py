@@ -958,21 +958,23 @@ def _first_number(*values: float | None) -> float:
 
 def _verdict(a: _GBAnalysis, higher_is_better: bool) -> Verdict:
     """GrowthBook's own rule, as its UI applies it: the engine's threshold, and the metric's
-    direction deciding whether a significant rise is a win or a loss."""
+    direction deciding whether a significant change is a win or a loss.
+
+    The Bayesian engine has applied the direction already: for a lower-is-better metric its
+    `chanceToBeatControl` is the chance of a fall (gbstats returns 1 - P(rise) for inverse
+    metrics), so it is the chance of being better either way."""
     if a.engine == "bayesian":
         if a.chanceToBeatControl is None:
             return Verdict.INCONCLUSIVE
         if a.chanceToBeatControl > CHANCE_TO_WIN_THRESHOLD:
-            rose = True
-        elif a.chanceToBeatControl < 1 - CHANCE_TO_WIN_THRESHOLD:
-            rose = False
-        else:
-            return Verdict.INCONCLUSIVE
-    elif a.pValue is not None and a.pValue < P_VALUE_THRESHOLD and a.percentChange:
-        rose = a.percentChange > 0
-    else:
+            return Verdict.WON
+        if a.chanceToBeatControl < 1 - CHANCE_TO_WIN_THRESHOLD:
+            return Verdict.LOST
         return Verdict.INCONCLUSIVE
-    return Verdict.WON if rose == higher_is_better else Verdict.LOST
+    if a.pValue is not None and a.pValue < P_VALUE_THRESHOLD and a.percentChange:
+        rose = a.percentChange > 0
+        return Verdict.WON if rose == higher_is_better else Verdict.LOST
+    return Verdict.INCONCLUSIVE
 
 
 def _day_of(value: object) -> date | None:

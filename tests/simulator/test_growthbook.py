@@ -571,6 +571,23 @@ async def test_scripted_knobs_match_the_spec(spec_registry: Registry[Any]) -> No
 
 
 @pytest.mark.anyio
+async def test_metric_definitions_match_the_spec(spec_registry: Registry[Any]) -> None:
+    """GET /metrics (whole, paged, filtered) and GET /metrics/{id} for every metric validate
+    against listMetrics' and getMetric's 200 schemas."""
+    for make in (make_app, make_knob_app):
+        async with connect(make(ManualClock(at_refresh(3)))) as client:
+            listed = await get_json(client, "/api/v1/metrics", limit=100)
+            assert listed["metrics"]
+            assert_matches_spec(spec_registry, "/v1/metrics", listed)
+            for params in ({"limit": 2, "offset": 1}, {"projectId": "prj_growth"}):
+                page = await get_json(client, "/api/v1/metrics", **params)
+                assert_matches_spec(spec_registry, "/v1/metrics", page)
+            for metric in listed["metrics"]:
+                single = await get_json(client, f"/api/v1/metrics/{metric['id']}")
+                assert_matches_spec(spec_registry, "/v1/metrics/{id}", single)
+
+
+@pytest.mark.anyio
 async def test_the_portfolio_leaves_out_drafts_and_experiments_without_results() -> None:
     """At refresh 0 only the stopped and the frequentist experiment have results to report."""
     async with connect(make_app(ManualClock(at_refresh(0)))) as client:

@@ -19,6 +19,7 @@ from simulator import (
     Scenario,
     ScenarioFileError,
     ScriptedExperiment,
+    ScriptedMetric,
     StatsigExperiment,
     StatsigScenario,
     build_growthbook_app,
@@ -120,7 +121,7 @@ def test_the_example_exercises_every_field_of_both_scripts() -> None:
     metric_keys = {
         k for e in document["growthbook"]["experiments"] for m in e["metrics"] for k in m
     }
-    assert "added_at" in metric_keys
+    assert {f.name for f in dataclasses.fields(ScriptedMetric)} | {"role"} == metric_keys
     used = {key for e in document["statsig"]["experiments"] for key in e}
     statsig_metrics = {"primary_metrics", "secondary_metrics", "other_metrics"}
     expected = {f.name for f in dataclasses.fields(StatsigExperiment)} - statsig_metrics
@@ -181,6 +182,16 @@ async def test_the_guardrail_regresses_at_refresh_5() -> None:
     assert after["percentChange"] < 0
     results = await growthbook_json(5, path)
     assert results["result"]["settings"]["datasourceId"] == "ds_events"
+
+
+@pytest.mark.anyio
+async def test_a_metric_marked_inverse_is_served_as_lower_is_better() -> None:
+    """`inverse = true` makes met_zero_results a "decrease" metric in GET /metrics/{id};
+    metrics without the key are "increase"."""
+    zero_results = await growthbook_json(0, "/metrics/met_zero_results")
+    retention = await growthbook_json(0, "/metrics/met_session_retention")
+    assert zero_results["metric"]["behavior"]["goal"] == "decrease"
+    assert retention["metric"]["behavior"]["goal"] == "increase"
 
 
 @pytest.mark.anyio

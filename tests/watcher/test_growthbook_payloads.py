@@ -208,11 +208,25 @@ async def test_the_significance_mock_parses_to_its_domain_values() -> None:
     assert current.upstream_version == "2026-11-20T10:00:00+00:00"
 
 
-async def test_an_inverse_metric_turns_a_significant_rise_into_a_loss() -> None:
-    """The direction comes from the metric definitions (`behavior.goal` / fact `inverse`)."""
+@pytest.mark.parametrize(
+    ("change", "chance_to_beat_control", "verdict"),
+    [(0.08, 0.001, Verdict.LOST), (-0.08, 0.999, Verdict.WON)],
+    ids=["rise-is-a-loss", "fall-is-a-win"],
+)
+async def test_an_inverse_metric_turns_a_significant_rise_into_a_loss(
+    change: float, chance_to_beat_control: float, verdict: Verdict
+) -> None:
+    """The direction comes from the metric definitions (`behavior.goal` / fact `inverse`).
+    GrowthBook's Bayesian engine reports a lower-is-better metric's chance of *falling* as
+    its chanceToBeatControl (gbstats inverts it), so a rise comes with a small chance."""
     row = copy.deepcopy(SIGNIFICANCE_MOCK_ROW)
     treatment = row["metrics"][0]["variations"][1]["analyses"][0]
-    treatment.update(percentChange=0.08, ciLow=0.03, ciHigh=0.13, chanceToBeatControl=0.999)
+    treatment.update(
+        percentChange=change,
+        ciLow=change - 0.05,
+        ciHigh=change + 0.05,
+        chanceToBeatControl=chance_to_beat_control,
+    )
     metric_pages = 0
 
     def metrics(request: httpx.Request) -> httpx.Response:
@@ -240,7 +254,7 @@ async def test_an_inverse_metric_turns_a_significant_rise_into_a_loss() -> None:
     assert snapshot is not None
     purchased = snapshot.metric("met_dd4gxd4lyelugrk")
     assert purchased is not None and purchased.higher_is_better is False
-    assert purchased.variations[1].platform_verdict is Verdict.LOST
+    assert purchased.variations[1].platform_verdict is verdict
     assert metric_pages == 1  # definitions are read once, not on every poll
 
 

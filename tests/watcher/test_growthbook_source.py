@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -87,6 +88,28 @@ async def test_a_frequentist_result_keeps_the_p_value_only(
     assert snapshot is not None and snapshot.engine == "frequentist"
     variation = snapshot.metrics[0].variations[1]
     assert variation.p_value is not None and variation.chance_to_win is None
+
+
+async def test_metric_directions_come_from_the_simulators_definitions(
+    gb_client: httpx.AsyncClient,
+    clock: ManualClock,
+    scenario: Scenario,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The simulator serves GET /metrics: the refund guardrail is read as lower-is-better,
+    the rest higher-is-better, paging through the definitions without a warning."""
+    at_refresh(clock, scenario, 3)
+    gb = source(gb_client, page_size=2)
+    [checkout] = [e for e in await gb.list_experiments() if "checkout" in e.experiment_id]
+    with caplog.at_level(logging.WARNING, logger="watcher.growthbook"):
+        _, snapshot = await gb.fetch_results(checkout)
+    assert snapshot is not None
+    assert {m.metric_id: m.higher_is_better for m in snapshot.metrics} == {
+        "met_conversion": True,
+        "met_add_to_cart": True,
+        "met_refund": False,
+    }
+    assert "cannot read metric definitions" not in caplog.text
 
 
 async def test_a_wrong_key_is_rejected_with_guidance_and_without_the_key(

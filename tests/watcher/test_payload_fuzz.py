@@ -404,9 +404,9 @@ ENTRY_POINTS = [
     EntryPoint("statsig-pulse", f"{SG_EXPERIMENT}/pulse_results", sg_results),
     EntryPoint("statsig-exposures", f"{SG_EXPERIMENT}/cumulative_exposures", sg_exposures),
 ]
-SERVED = [e for e in ENTRY_POINTS if e.path != "/api/v1/metrics"]
-"""The entry points whose address the simulator serves (GrowthBook's metric definitions it
-answers with a 404, so they have no real body to change)."""
+SERVED = ENTRY_POINTS
+"""The entry points whose address the simulator serves: all of them, so each has a real body
+to change."""
 
 
 def entry_point_name(entry: EntryPoint) -> str:
