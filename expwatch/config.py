@@ -38,13 +38,19 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from store import ConfigError, EventKind
+from store import ID_LENGTH, ConfigError, EventKind
 
 ENV_PREFIX = "EXPWATCH_"
 CONFIG_ENV = "EXPWATCH_CONFIG"
 TEST_ENV_PREFIX = "EXPWATCH_TEST_"
 """Variables the test suite reads (EXPWATCH_TEST_POSTGRES_URL); never settings."""
 MIN_AUTH_TOKEN_LENGTH = 16
+
+
+ExperimentId = Annotated[str, Field(max_length=ID_LENGTH)]
+"""An experiment id as the store keeps it: a longer one could never be recorded."""
+SourceName = Annotated[str, Field(max_length=ID_LENGTH)]
+"""A source's name, which the store keeps beside every record of the source."""
 
 
 class _Section(BaseModel):
@@ -113,8 +119,8 @@ class _SourceCommon(_Section):
     retry_attempts: int = Field(default=3, ge=1, le=10)
     retry_after_cap_seconds: float = Field(default=120.0, gt=0)
     tags: list[str] = []
-    experiments: list[str] = []
-    exclude: list[str] = []
+    experiments: list[ExperimentId] = []
+    exclude: list[ExperimentId] = []
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
     breaker_max_cooldown_seconds: float = Field(default=900.0, ge=0)
@@ -319,7 +325,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     store: StoreSettings = StoreSettings()
     watcher: WatcherSettings = WatcherSettings()
-    sources: dict[str, SourceSettings] = {}
+    sources: dict[SourceName, SourceSettings] = {}
     alerts: AlertSettings = AlertSettings()
     mcp: McpSettings = McpSettings()
     config_path: Path | None = Field(default=None, exclude=True)

@@ -20,6 +20,9 @@ from .health import StoreHealth, StoreOutage
 from .outbox import Delivery, DeliveryStatus, NewDelivery, Outbox, TargetSummary
 from .overview import ExperimentSummary, LatestVerdict
 from .records import (
+    ID_LENGTH,
+    NAME_LENGTH,
+    STATUS_LENGTH,
     BackfillOutcome,
     Decision,
     Detection,
@@ -41,12 +44,16 @@ from .records import (
     VariationResult,
     Verdict,
     WatchState,
+    clip,
 )
 from .retention import PruneReport
 from .state import RuntimeState, WatchEntry
 from .store import Detector, Store, utc_now
 
 __all__ = [
+    "ID_LENGTH",
+    "NAME_LENGTH",
+    "STATUS_LENGTH",
     "BackfillOutcome",
     "ChangeCursor",
     "Changes",
@@ -96,6 +103,7 @@ __all__ = [
     "Verdict",
     "WatchEntry",
     "WatchState",
+    "clip",
     "leaves",
     "sqlite_url",
     "utc_now",

@@ -169,20 +169,18 @@ def _computed_at(snapshot: Snapshot) -> datetime:
 async def _insert_unchecked(conn: AsyncConnection, experiment: Experiment, now: datetime) -> int:
     """An experiment only the backfill knows: inserted as never checked by the watcher."""
     x = schema.experiments
-    pk = await conn.scalar(
-        insert(x)
-        .values(
-            source=experiment.source,
-            experiment_id=experiment.experiment_id,
-            name=experiment.name,
-            status=experiment.status,
-            record=experiment.model_dump(mode="json"),
-            upstream_updated_at=experiment.upstream_updated_at,
-            first_seen_at=now,
-            last_checked_at=None,
-        )
-        .returning(x.c.id)
-    )
+    row = {
+        "source": experiment.source,
+        "experiment_id": experiment.experiment_id,
+        "name": experiment.name,
+        "status": experiment.status,
+        "record": experiment.model_dump(mode="json"),
+        "upstream_updated_at": experiment.upstream_updated_at,
+        "first_seen_at": now,
+        "last_checked_at": None,
+    }
+    rows.check_fits(x, row, source=experiment.source, experiment_id=experiment.experiment_id)
+    pk = await conn.scalar(insert(x).values(**row).returning(x.c.id))
     assert pk is not None
     return int(pk)
 

@@ -10,9 +10,45 @@ import hashlib
 import json
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+ID_LENGTH = 200
+"""The longest id the store keeps (source, experiment, metric and variation ids: the columns
+they key are this wide). A platform's longer id is a payload error for that experiment: an
+id is never clipped, or two experiments could become one."""
+NAME_LENGTH = 500
+"""The longest name kept (experiment, variation and metric names); longer ones are clipped."""
+STATUS_LENGTH = 50
+"""The longest status word kept (status, detailed status, phase); longer ones are clipped."""
+ELLIPSIS = "\u2026"
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending in an ellipsis when it was cut.
+
+    Characters are code points, as PostgreSQL's varchar(n) counts them, so a cut never
+    splits one (whatever its length in UTF-8). Clipping is idempotent: a record read back
+    and validated again is unchanged, and so is its content hash."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+def _clipped_to(limit: int) -> AfterValidator:
+    def clipped(text: str) -> str:
+        return clip(text, limit)
+
+    return AfterValidator(clipped)
+
+
+Name = Annotated[str, _clipped_to(NAME_LENGTH)]
+"""Text that is only shown (a name): clipped to `NAME_LENGTH`, so that one absurd name from a
+platform is stored alike on SQLite (which ignores column sizes) and PostgreSQL (which refuses
+to write the whole transaction)."""
+StatusWord = Annotated[str, _clipped_to(STATUS_LENGTH)]
+"""A platform's status word (shown, and compared for changes): clipped to `STATUS_LENGTH`."""
 
 
 class Verdict(StrEnum):
@@ -69,7 +105,7 @@ class _Record(BaseModel):
 
 class Variation(_Record):
     variation_id: str
-    name: str
+    name: Name
     weight: float | None = None
     """Expected share of traffic in the current phase (None when unknown)."""
 
@@ -90,10 +126,10 @@ class Experiment(_Record):
 
     source: str
     experiment_id: str
-    name: str
-    status: str
+    name: Name
+    status: StatusWord
     project: str = ""
-    phase: str = ""
+    phase: StatusWord = ""
     variations: tuple[Variation, ...] = ()
     upstream_updated_at: datetime | None = None
     upstream_version: str | None = None
@@ -101,7 +137,7 @@ class Experiment(_Record):
     lastModifiedTime / pulse ds); lets the watcher skip fetching unchanged results."""
     url: str | None = None
     tags: tuple[str, ...] = ()
-    detailed_status: str | None = None
+    detailed_status: StatusWord | None = None
     """The platform's finer status line (GrowthBook `enhancedStatus.detailedStatus`: "No data",
     "Unhealthy", "Won", ...), when it gives one."""
     decision: Decision | None = None
@@ -150,7 +186,7 @@ class VariationResult(_Record):
     """One variation's numbers for one metric, as the platform reported them."""
 
     variation_id: str
-    variation_name: str = ""
+    variation_name: Name = ""
     users: float = 0.0
     numerator: float | None = None
     denominator: float | None = None
@@ -170,7 +206,7 @@ class VariationResult(_Record):
 
 class MetricResult(_Record):
     metric_id: str
-    metric_name: str = ""
+    metric_name: Name = ""
     role: MetricRole = MetricRole.GOAL
     higher_is_better: bool = True
     """False for metrics where a decrease is good (GrowthBook `inverse`, Statsig direction)."""
@@ -219,7 +255,7 @@ class Snapshot(_Record):
     experiment_id: str
     upstream_snapshot_id: str | None = None
     upstream_updated_at: datetime | None = None
-    phase: str = ""
+    phase: StatusWord = ""
     engine: str = ""
     total_users: float = 0.0
     srm_p_value: float | None = None

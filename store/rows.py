@@ -11,15 +11,57 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import String, Table, bindparam, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import schema
-from .records import Event, Experiment, Snapshot, StoredSnapshot
+from .errors import PayloadError
+from .records import ID_LENGTH, Event, Experiment, Snapshot, StoredSnapshot, clip
 
 CHUNK = 500
 """Ids per `IN (...)` list: far below the bound-parameter limits of SQLite and PostgreSQL."""
+
+
+def _bounds(table: Table) -> dict[str, int]:
+    return {
+        column.name: column.type.length
+        for column in table.columns
+        if isinstance(column.type, String) and column.type.length is not None
+    }
+
+
+_BOUNDS = {
+    table.name: _bounds(table)
+    for table in (schema.experiments, schema.snapshots, schema.metric_results, schema.events)
+}
+"""The bounded text columns of the tables a poll writes, by table: what PostgreSQL enforces."""
+
+
+def check_fits(
+    table: Table, row: Mapping[str, Any], *, source: str, experiment_id: str | None
+) -> None:
+    """A PayloadError when a value of `row` is longer than its column of `table`.
+
+    PostgreSQL refuses such a write, and with it the whole transaction (to the watcher, a
+    database outage that never ends), while SQLite keeps it: both refuse it here instead,
+    before anything is written, as that experiment's error. Names and status words never
+    get here too long (the records clip them); what does is an id, which must not be
+    clipped."""
+    for column, limit in _BOUNDS[table.name].items():
+        value = row.get(column)
+        if isinstance(value, str) and len(value) > limit:
+            raise PayloadError(
+                f"the {column.replace('_', ' ')} {clip(value, 60)!r} is {len(value)} "
+                f"characters long, longer than the {limit} the store keeps: expwatch cannot "
+                f"record this until the platform sends a shorter one",
+                source=source,
+                experiment_id=(
+                    experiment_id
+                    if experiment_id is not None and len(experiment_id) <= ID_LENGTH
+                    else None
+                ),
+            )
 
 
 async def experiment_row(
@@ -135,22 +177,26 @@ async def insert_experiments(
     `now`; their ids, by key."""
     if not experiments:
         return {}
-    result = await conn.execute(
-        _INSERT_EXPERIMENTS,
-        [
-            {
-                "source": experiment.source,
-                "experiment_id": experiment.experiment_id,
-                "name": experiment.name,
-                "status": experiment.status,
-                "record": record,
-                "upstream_updated_at": experiment.upstream_updated_at,
-                "first_seen_at": now,
-                "last_checked_at": now,
-            }
-            for experiment, record in experiments
-        ],
-    )
+    values = []
+    for experiment, record in experiments:
+        row = {
+            "source": experiment.source,
+            "experiment_id": experiment.experiment_id,
+            "name": experiment.name,
+            "status": experiment.status,
+            "record": record,
+            "upstream_updated_at": experiment.upstream_updated_at,
+            "first_seen_at": now,
+            "last_checked_at": now,
+        }
+        check_fits(
+            schema.experiments,
+            row,
+            source=experiment.source,
+            experiment_id=experiment.experiment_id,
+        )
+        values.append(row)
+    result = await conn.execute(_INSERT_EXPERIMENTS, values)
     # Correlated by key, not by position: SQLite does not promise RETURNING's row order.
     return {(source, experiment_id): int(pk) for pk, source, experiment_id in result}
 
@@ -167,6 +213,13 @@ async def insert_snapshots(
     history passes the time the platform computed it as `now`."""
     if not snapshots:
         return {}
+    for _, snapshot, _ in snapshots:  # every row checked before the first is written
+        where = {"source": snapshot.source, "experiment_id": snapshot.experiment_id}
+        check_fits(schema.snapshots, {"phase": snapshot.phase}, **where)
+        for metric in snapshot.metrics:
+            for v in metric.variations:
+                row = {"metric_id": metric.metric_id, "variation_id": v.variation_id}
+                check_fits(schema.metric_results, row, **where)
     result = await conn.execute(
         _INSERT_SNAPSHOTS,
         [
@@ -282,6 +335,7 @@ async def insert_events(
     values = []
     for event in events:
         row = event.model_dump(mode="json", exclude={"id", "recorded_at"})
+        check_fits(schema.events, row, source=event.source, experiment_id=event.experiment_id)
         row["occurred_at"] = event.occurred_at
         row["recorded_at"] = now
         values.append(row)

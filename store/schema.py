@@ -1,5 +1,10 @@
 """Tables, written once for SQLite and PostgreSQL alike (Core, not ORM: the hot paths are
-bulk inserts and narrow selects)."""
+bulk inserts and narrow selects).
+
+Text columns are bounded. SQLite ignores the bounds and PostgreSQL enforces them, so nothing
+longer reaches either: the records clip the text that is only shown (`records.Name`,
+`records.StatusWord`) and the store refuses an id longer than `ID_LENGTH` before it writes
+(`rows.check_fits`)."""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+from .records import ID_LENGTH, NAME_LENGTH, STATUS_LENGTH
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -56,10 +63,10 @@ experiments = Table(
     "experiments",
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
-    Column("source", String(200), nullable=False),
-    Column("experiment_id", String(200), nullable=False),
-    Column("name", String(500), nullable=False),
-    Column("status", String(50), nullable=False),
+    Column("source", String(ID_LENGTH), nullable=False),
+    Column("experiment_id", String(ID_LENGTH), nullable=False),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
     Column("record", Json, nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
     Column("first_seen_at", UTCDateTime(), nullable=False),
@@ -77,7 +84,7 @@ snapshots = Table(
     Column("content_hash", String(64), nullable=False),
     Column("fetched_at", UTCDateTime(), nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
-    Column("phase", String(50), nullable=False),
+    Column("phase", String(STATUS_LENGTH), nullable=False),
     Column("record", Json, nullable=False),
     Column("backfilled", Boolean, nullable=False, server_default=false()),
     Index("ix_snapshots_experiment", "experiment_pk", "id"),
@@ -90,8 +97,8 @@ metric_results = Table(
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("snapshot_id", Key, ForeignKey("snapshots.id"), nullable=False),
     Column("experiment_pk", Key, ForeignKey("experiments.id"), nullable=False),
-    Column("metric_id", String(200), nullable=False),
-    Column("variation_id", String(200), nullable=False),
+    Column("metric_id", String(ID_LENGTH), nullable=False),
+    Column("variation_id", String(ID_LENGTH), nullable=False),
     Column("fetched_at", UTCDateTime(), nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
     Column("users", Float, nullable=False),
@@ -116,10 +123,10 @@ events = Table(
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("kind", String(50), nullable=False),
-    Column("source", String(200), nullable=False),
-    Column("experiment_id", String(200)),
-    Column("metric_id", String(200)),
-    Column("variation_id", String(200)),
+    Column("source", String(ID_LENGTH), nullable=False),
+    Column("experiment_id", String(ID_LENGTH)),
+    Column("metric_id", String(ID_LENGTH)),
+    Column("variation_id", String(ID_LENGTH)),
     Column("before", Json),
     Column("after", Json),
     Column("details", Json, nullable=False),
@@ -143,7 +150,7 @@ cursors = Table(
 sources = Table(
     "sources",
     metadata,
-    Column("name", String(200), primary_key=True),
+    Column("name", String(ID_LENGTH), primary_key=True),
     Column("state", Json, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
@@ -151,8 +158,8 @@ sources = Table(
 watch_list = Table(
     "watch_list",
     metadata,
-    Column("source", String(200), primary_key=True),
-    Column("experiment_id", String(200), primary_key=True),
+    Column("source", String(ID_LENGTH), primary_key=True),
+    Column("experiment_id", String(ID_LENGTH), primary_key=True),
     Column("added_at", UTCDateTime(), nullable=False),
     Column("mode", String(10), nullable=False, server_default="watch"),
 )
@@ -163,7 +170,7 @@ alert_outbox = Table(
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("event_id", Key, nullable=False),
     Column("target", String(200), nullable=False),
-    Column("experiment_id", String(200)),
+    Column("experiment_id", String(ID_LENGTH)),
     Column("level", String(20), nullable=False),
     Column("status", String(20), nullable=False),
     Column("batched", Boolean, nullable=False),
@@ -181,8 +188,8 @@ alert_outbox = Table(
 backfill_days = Table(
     "backfill_days",
     metadata,
-    Column("source", String(200), primary_key=True),
-    Column("experiment_id", String(200), primary_key=True),
+    Column("source", String(ID_LENGTH), primary_key=True),
+    Column("experiment_id", String(ID_LENGTH), primary_key=True),
     Column("day", Date, primary_key=True),
     Column("snapshots", Integer, nullable=False),
     Column("completed_at", UTCDateTime(), nullable=False),

@@ -48,7 +48,8 @@ from store import (
 from .budget import RateBudget
 from .clock import Clock
 from .detect import ChangeDetector
-from .supervisor import WatchRules, counts_against_source
+from .polling import WatchRules
+from .runtime import counts_against_source
 
 logger = logging.getLogger(__name__)
 

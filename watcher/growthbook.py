@@ -41,6 +41,8 @@ from .upstream import (
     HttpSource,
     PagesRepeat,
     RetryPolicy,
+    UpstreamId,
+    check_ids,
     distinct,
     error_message,
     read_settled,
@@ -166,14 +168,14 @@ class _GBAnalysis(_Model):
 
 
 class _GBVariationResult(_Model):
-    variationId: str
+    variationId: UpstreamId
     variationName: str = ""
     users: float | None = None
     analyses: list[_GBAnalysis]
 
 
 class _GBMetric(_Model):
-    metricId: str
+    metricId: UpstreamId
     metricName: str = ""
     variations: list[_GBVariationResult]
 
@@ -198,7 +200,7 @@ class _GBDimensionResult(_Model):
 class _GBResult(_Model):
     id: str
     dateUpdated: datetime
-    experimentId: str
+    experimentId: UpstreamId
     phase: str
     settings: _GBSettings | None = None
     results: list[_GBDimensionResult]
@@ -357,7 +359,8 @@ class GrowthBookSource(HttpSource):
         found: dict[str, Experiment] = {}
 
         async def read(page: _GBExperimentList) -> list[Experiment]:
-            return [self._experiment(e) for e in page.experiments]
+            listed = (self._listed(e, self._experiment) for e in page.experiments)
+            return [e for e in listed if e is not None]
 
         async def keep(experiments: list[Experiment]) -> None:
             for experiment in experiments:
@@ -777,6 +780,7 @@ class GrowthBookSource(HttpSource):
     # -- normalization --------------------------------------------------------------------
 
     def _experiment(self, e: _GBExperiment) -> Experiment:
+        """The domain experiment; a PayloadError for it when an id it stores is too long."""
         phase = e.phases[-1] if e.phases else _GBPhase()
         weights = {s.variationId: s.weight for s in phase.trafficSplit}
         summary = e.resultSummary
@@ -787,6 +791,12 @@ class GrowthBookSource(HttpSource):
             )
             if summary is not None and summary.status
             else None
+        )
+        check_ids(
+            {"the decision's variation id": decision.variation_id if decision else None},
+            platform=self.platform,
+            source=self.name,
+            experiment_id=e.id,
         )
         return Experiment(
             source=self.name,
@@ -973,8 +983,9 @@ def _verdict(a: _GBAnalysis, higher_is_better: bool) -> Verdict:
         return Verdict.INCONCLUSIVE
     if a.pValue is not None and a.pValue < P_VALUE_THRESHOLD and a.percentChange:
         rose = a.percentChange > 0
-        return Verdict.WON if rose == higher_is_better else Verdict.LOST
-    return Verdict.INCONCLUSIVE
+    else:
+        return Verdict.INCONCLUSIVE
+    return Verdict.WON if rose == higher_is_better else Verdict.LOST
 
 
 def _day_of(value: object) -> date | None:

@@ -97,6 +97,7 @@ class StatsigSource(HttpSource):
         next page without bringing a new experiment repeats itself (`PagesRepeat`): following
         it could go on for ever."""
         found: dict[str, Experiment] = {}
+        seen: set[str] = set()  # every id listed, those left out too: progress all the same
         first_total: float | None = None
         shrank = False
         page = 1
@@ -110,15 +111,19 @@ class StatsigSource(HttpSource):
                 first_total = total
             elif total is not None and first_total is not None and total < first_total:
                 shrank = True
-            before = len(found)
-            found.update((e.id, self._experiment(e)) for e in listed.data)
+            before = len(seen)
+            seen.update(e.id for e in listed.data)
+            for payload in listed.data:
+                experiment = self._listed(payload, self._experiment)
+                if experiment is not None:
+                    found[payload.id] = experiment
             if listed.pagination.nextPage is None:
                 break
             next_page = _page_of(listed.pagination.nextPage) or page + 1
-            if next_page <= page or len(found) == before:
+            if next_page <= page or len(seen) == before:
                 raise PagesRepeat(
                     f"Statsig pagination did not advance (page {page} → {next_page}, "
-                    f"{len(found) - before} new experiments)",
+                    f"{len(seen) - before} new experiments)",
                     source=self.name,
                 )
             page = next_page

@@ -34,10 +34,11 @@ from store import (
     Variation,
     VariationResult,
     Verdict,
+    clip,
 )
 from store import HealthCheck as StoreHealthCheck
 
-from .upstream import distinct
+from .upstream import UpstreamId, check_ids, distinct
 
 __all__ = [
     "ExperimentList",
@@ -176,7 +177,7 @@ def _field(*names: str) -> Any:
 class PulseMetric(_Model):
     """One metric of Pulse for one (control, test) pair, in either spelling."""
 
-    metricID: str = Field(validation_alias=AliasChoices("metricID", "metric_id"))
+    metricID: UpstreamId = Field(validation_alias=AliasChoices("metricID", "metric_id"))
     metricName: str | None = _field("metricName", "metric_name")
     directionality: Literal["increase", "decrease"] | None = _field("directionality")
     absoluteChange: float | None = _field("absoluteChange", "value", "absolute_change")
@@ -238,9 +239,21 @@ class PulseResponse(_Model):
 
 
 def to_experiment(e: ExperimentPayload, *, source: str, ui_url: str | None) -> Experiment:
-    """The domain experiment for a Statsig experiment object (list item or GET one)."""
+    """The domain experiment for a Statsig experiment object (list item or GET one); a
+    PayloadError for it when an id the store would keep is too long (its own, a group's:
+    groups are the variations of its results, or the launched group)."""
     control, _ = pair_groups(e)
     ordered = ([control] if control else []) + [g for g in e.groups if g is not control]
+    decision = _decision(e)
+    check_ids(
+        {
+            **{f"the id of group {clip(g.name, 60)!r}": g.id or g.name for g in ordered},
+            "the launched group id": decision.variation_id if decision else None,
+        },
+        platform="Statsig",
+        source=source,
+        experiment_id=e.id,
+    )
     modified = e.lastModifiedTime
     pulse_loaded = _pulse_load_time(e)
     version = None
@@ -260,7 +273,7 @@ def to_experiment(e: ExperimentPayload, *, source: str, ui_url: str | None) -> E
         url=f"{ui_url}/experiments/{e.id}" if ui_url else None,
         tags=tuple(e.tags),
         detailed_status=e.healthCheckStatus,
-        decision=_decision(e),
+        decision=decision,
     )
 
 

@@ -1,5 +1,13 @@
 """Helpers shared by the platform clients: reading error bodies, rate-limit hints and
-validation failures into the words of a user-facing message."""
+validation failures into the words of a user-facing message, and keeping ids within what the
+store keeps.
+
+Ids longer than `store.ID_LENGTH` are a PayloadError for their experiment alone (never
+clipped: two experiments could become one). In results, the edge models bound them
+(`UpstreamId`), so the error names the path. An experiment object is checked as it is
+normalized (`check_ids`), because a listing page carries many: one with an id too long is
+left out of the listing with a warning (`HttpSource._listed`), and the others are watched.
+Names and status words too long are not errors: the store's records clip them."""
 
 from __future__ import annotations
 
@@ -9,20 +17,22 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import anyio
 import httpx
 import stamina
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, StringConstraints, ValidationError
 
 from store import (
+    ID_LENGTH,
     Experiment,
     ExperimentNotFound,
     PayloadError,
     SourceError,
     SourceRejected,
     SourceUnavailable,
+    clip,
 )
 
 from .budget import RateBudget
@@ -31,6 +41,11 @@ logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+P = TypeVar("P")
+
+UpstreamId = Annotated[str, StringConstraints(max_length=ID_LENGTH)]
+"""An id of a payload's results that the store keys a column with (metric, variation,
+experiment): a longer one fails validation, so it is a PayloadError naming its path."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +225,20 @@ class HttpSource:
     async def _list_once(self) -> tuple[dict[str, Experiment], bool]:
         """One reading of the list, by experiment id, and whether it shrank meanwhile."""
         raise NotImplementedError
+
+    def _listed(self, payload: P, normalize: Callable[[P], Experiment]) -> Experiment | None:
+        """A listed experiment normalized; None, with a warning, when it is its own
+        PayloadError (an id too long to store): the rest of the page is still watched."""
+        try:
+            return normalize(payload)
+        except PayloadError as exc:
+            logger.warning(
+                "source %s: left out of the listing: %s",
+                self.name,
+                exc,
+                extra={"source": self.name, "experiment": exc.experiment_id},
+            )
+            return None
 
     def _check_answer_is_for(self, experiment_id: str, path: str, *answered: str) -> None:
         """An answer about another experiment than the one asked for is a PayloadError (not
@@ -412,6 +441,25 @@ def summarize_validation(exc: ValidationError) -> str:
     location = ".".join(str(part) for part in first["loc"]) or "(root)"
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{location}: {first['msg']}{extra}"
+
+
+def check_ids(
+    ids: Mapping[str, str | None], *, platform: str, source: str, experiment_id: str
+) -> None:
+    """A PayloadError for the experiment when its id, or one of its other `ids` (by what
+    each is: "the launched group id"), is longer than the store keeps (`store.ID_LENGTH`)."""
+    named = f"{platform} experiment {clip(experiment_id, 60)!r}:"
+    checked = [(f"{platform} experiment id", experiment_id)]
+    checked += [(f"{named} {what}", value) for what, value in ids.items() if value is not None]
+    for whose, value in checked:
+        if len(value) > ID_LENGTH:
+            raise PayloadError(
+                f"{whose} is {len(value)} characters long ({clip(value, 60)!r}), longer than "
+                f"the {ID_LENGTH} expwatch can store; the experiment is not recorded until "
+                "the platform sends a shorter one",
+                source=source,
+                experiment_id=experiment_id if len(experiment_id) <= ID_LENGTH else None,
+            )
 
 
 def distinct(items: list[T], key: Callable[[T], str], what: str) -> list[T]:

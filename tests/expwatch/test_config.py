@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from expwatch import config
 from expwatch.config import load_config
-from store import ConfigError
+from store import ID_LENGTH, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +69,26 @@ def test_a_bad_value_names_the_key_and_hides_the_value(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "sources.gb.base_url" in message and "watcher.poll_interval_seconds" in message
     assert "s3cr3t" not in message
+
+
+def test_an_id_or_source_name_longer_than_the_store_keeps_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    """An experiment id (watched or excluded) or a source name past ID_LENGTH characters is a
+    ConfigError naming the key, not a poll whose records no database could keep."""
+    long = "x" * (ID_LENGTH + 1)
+    path = write(
+        tmp_path,
+        f'[sources.gb]\napi_key = "k"\nexperiments = ["exp_a", "{long}"]\nexclude = ["{long}"]\n'
+        f'[sources.{long}]\napi_key = "k"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "sources.gb.experiments.1" in message and "sources.gb.exclude.0" in message
+    assert f"sources.{long}" in message and f"at most {ID_LENGTH} characters" in message
+    fine = write(tmp_path, f'[sources.gb]\napi_key = "k"\nexperiments = ["{long[1:]}"]\n')
+    assert load_config(fine).sources["gb"].experiments == [long[1:]]
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from store import (
     Verdict,
 )
 from tests.helpers import ManualClock
+from watcher import Source
 from watcher.statsig import StatsigSource
-from watcher.supervisor import Source
 
 pytestmark = pytest.mark.anyio
 
