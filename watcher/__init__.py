@@ -16,15 +16,9 @@ from .budget import RateBudget
 from .clock import Clock, SystemClock
 from .detect import DEFAULT_SRM_THRESHOLD, ChangeDetector
 from .growthbook import GrowthBookSource
+from .polling import CycleReport, Source, SourcePolicy, SourceStatus, WatchRules
 from .statsig import StatsigSource
-from .supervisor import (
-    CycleReport,
-    Source,
-    SourcePolicy,
-    SourceStatus,
-    Supervisor,
-    WatchRules,
-)
+from .supervisor import Supervisor
 from .upstream import NO_RETRY, RetryPolicy
 
 __all__ = [
