@@ -307,6 +307,11 @@ def offending(schema: dict[str, Any], arguments: dict[str, Any]) -> set[str] | N
     return names
 
 
+ARGUMENT_NAME = st.text(st.characters(exclude_characters="\n"), max_size=10)
+"""Any argument name but one holding a newline: the error lists the names one per line, so
+such a name could not be found in it (a limit of this check, not of the server)."""
+
+
 async def call_tool(served: Served, name: str, arguments: dict[str, Any]) -> None:
     """Call `name`: a result, or an error that says what is wrong (naming an offending
     argument when the arguments break the schema); a clean answer either way."""
@@ -388,7 +393,7 @@ async def test_schema_shaped_arguments_get_a_result_or_an_error_that_says_why(
 @ARBITRARY
 @given(
     arguments=st.dictionaries(
-        st.one_of(st.sampled_from(ARGUMENT_NAMES), st.text(max_size=10)), json_values, max_size=5
+        st.one_of(st.sampled_from(ARGUMENT_NAMES), ARGUMENT_NAME), json_values, max_size=5
     )
 )
 async def test_arbitrary_argument_objects_get_a_result_or_an_error_naming_the_argument(
@@ -508,7 +513,7 @@ async def test_an_unusable_id_is_refused_naming_the_argument(
 @given(
     material=materials,
     arguments=st.dictionaries(
-        st.one_of(st.sampled_from(ARGUMENT_NAMES), st.text(max_size=10)), json_values, max_size=5
+        st.one_of(st.sampled_from(ARGUMENT_NAMES), ARGUMENT_NAME), json_values, max_size=5
     ),
     shaped=st.booleans(),
 )
