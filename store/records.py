@@ -38,7 +38,9 @@ def clip(text: str, limit: int) -> str:
 
 def _clipped_to(limit: int) -> AfterValidator:
     def clipped(text: str) -> str:
-        return clip(text, limit)
+        # NUL as the store keeps it (see store.schema.NUL_REPLACEMENT), so what is compared
+        # with the next poll is what was stored.
+        return clip(text.replace("\x00", "\ufffd"), limit)
 
     return AfterValidator(clipped)
 

@@ -27,7 +27,7 @@ def _bounds(table: Table) -> dict[str, int]:
     return {
         column.name: column.type.length
         for column in table.columns
-        if isinstance(column.type, String) and column.type.length is not None
+        if isinstance(column.type, String | schema.SafeString) and column.type.length is not None
     }
 
 

@@ -8,6 +8,7 @@ longer reaches either: the records clip the text that is only shown (`records.Na
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +55,57 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+"""PostgreSQL refuses NUL in text and in JSONB ("invalid byte sequence", "unsupported Unicode
+escape sequence") where SQLite keeps it: one NUL in an upstream name would fail a whole page's
+transaction, which looks like a database outage. Both dialects store U+FFFD instead."""
+
+
+def without_nul(value: Any) -> Any:
+    """`value` (text, or JSON-shaped data) with every NUL replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace(NUL, NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(v) for v in value]
+    return value
+
+
+class SafeString(TypeDecorator[str]):
+    """A bounded string stored without NUL (see `NUL_REPLACEMENT`), in writes and in the
+    parameters of queries alike, so a lookup finds what was written."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace(NUL, NUL_REPLACEMENT) if value and NUL in value else value
+
+
+class SafeJson(TypeDecorator[Any]):
+    """JSON (JSONB on PostgreSQL) stored without NUL in any string. The check is one
+    C-speed serialization; only a value that holds the escape is walked."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        try:
+            suspect = "\\u0000" in json.dumps(value)
+        except (TypeError, ValueError):
+            return value  # not plain JSON data: the JSON type reports it
+        return without_nul(value) if suspect else value
+
+
 Key = BigInteger().with_variant(Integer(), "sqlite")
-Json: Any = JSON().with_variant(JSONB(), "postgresql")
+Json: Any = SafeJson()
 
 metadata = MetaData()
 
@@ -63,10 +113,10 @@ experiments = Table(
     "experiments",
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
-    Column("source", String(ID_LENGTH), nullable=False),
-    Column("experiment_id", String(ID_LENGTH), nullable=False),
-    Column("name", String(NAME_LENGTH), nullable=False),
-    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("source", SafeString(ID_LENGTH), nullable=False),
+    Column("experiment_id", SafeString(ID_LENGTH), nullable=False),
+    Column("name", SafeString(NAME_LENGTH), nullable=False),
+    Column("status", SafeString(STATUS_LENGTH), nullable=False),
     Column("record", Json, nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
     Column("first_seen_at", UTCDateTime(), nullable=False),
@@ -81,10 +131,10 @@ snapshots = Table(
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("experiment_pk", Key, ForeignKey("experiments.id"), nullable=False),
-    Column("content_hash", String(64), nullable=False),
+    Column("content_hash", SafeString(64), nullable=False),
     Column("fetched_at", UTCDateTime(), nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
-    Column("phase", String(STATUS_LENGTH), nullable=False),
+    Column("phase", SafeString(STATUS_LENGTH), nullable=False),
     Column("record", Json, nullable=False),
     Column("backfilled", Boolean, nullable=False, server_default=false()),
     Index("ix_snapshots_experiment", "experiment_pk", "id"),
@@ -97,8 +147,8 @@ metric_results = Table(
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("snapshot_id", Key, ForeignKey("snapshots.id"), nullable=False),
     Column("experiment_pk", Key, ForeignKey("experiments.id"), nullable=False),
-    Column("metric_id", String(ID_LENGTH), nullable=False),
-    Column("variation_id", String(ID_LENGTH), nullable=False),
+    Column("metric_id", SafeString(ID_LENGTH), nullable=False),
+    Column("variation_id", SafeString(ID_LENGTH), nullable=False),
     Column("fetched_at", UTCDateTime(), nullable=False),
     Column("upstream_updated_at", UTCDateTime()),
     Column("users", Float, nullable=False),
@@ -108,8 +158,8 @@ metric_results = Table(
     Column("ci_high", Float),
     Column("p_value", Float),
     Column("chance_to_win", Float),
-    Column("platform_verdict", String(20), nullable=False),
-    Column("our_verdict", String(20)),
+    Column("platform_verdict", SafeString(20), nullable=False),
+    Column("our_verdict", SafeString(20)),
     Column("our_p_value", Float),
     Column("absolute_change", Float),
     Column("absolute_ci_low", Float),
@@ -122,11 +172,11 @@ events = Table(
     "events",
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
-    Column("kind", String(50), nullable=False),
-    Column("source", String(ID_LENGTH), nullable=False),
-    Column("experiment_id", String(ID_LENGTH)),
-    Column("metric_id", String(ID_LENGTH)),
-    Column("variation_id", String(ID_LENGTH)),
+    Column("kind", SafeString(50), nullable=False),
+    Column("source", SafeString(ID_LENGTH), nullable=False),
+    Column("experiment_id", SafeString(ID_LENGTH)),
+    Column("metric_id", SafeString(ID_LENGTH)),
+    Column("variation_id", SafeString(ID_LENGTH)),
     Column("before", Json),
     Column("after", Json),
     Column("details", Json, nullable=False),
@@ -142,7 +192,7 @@ events = Table(
 cursors = Table(
     "cursors",
     metadata,
-    Column("consumer", String(200), primary_key=True),
+    Column("consumer", SafeString(200), primary_key=True),
     Column("position", Key, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
@@ -150,7 +200,7 @@ cursors = Table(
 sources = Table(
     "sources",
     metadata,
-    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("name", SafeString(ID_LENGTH), primary_key=True),
     Column("state", Json, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
@@ -158,10 +208,10 @@ sources = Table(
 watch_list = Table(
     "watch_list",
     metadata,
-    Column("source", String(ID_LENGTH), primary_key=True),
-    Column("experiment_id", String(ID_LENGTH), primary_key=True),
+    Column("source", SafeString(ID_LENGTH), primary_key=True),
+    Column("experiment_id", SafeString(ID_LENGTH), primary_key=True),
     Column("added_at", UTCDateTime(), nullable=False),
-    Column("mode", String(10), nullable=False, server_default="watch"),
+    Column("mode", SafeString(10), nullable=False, server_default="watch"),
 )
 
 alert_outbox = Table(
@@ -169,13 +219,13 @@ alert_outbox = Table(
     metadata,
     Column("id", Key, primary_key=True, autoincrement=True),
     Column("event_id", Key, nullable=False),
-    Column("target", String(200), nullable=False),
-    Column("experiment_id", String(ID_LENGTH)),
-    Column("level", String(20), nullable=False),
-    Column("status", String(20), nullable=False),
+    Column("target", SafeString(200), nullable=False),
+    Column("experiment_id", SafeString(ID_LENGTH)),
+    Column("level", SafeString(20), nullable=False),
+    Column("status", SafeString(20), nullable=False),
     Column("batched", Boolean, nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("reason", String(1000)),
+    Column("reason", SafeString(1000)),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("due_at", UTCDateTime(), nullable=False),
     Column("last_attempt_at", UTCDateTime()),
@@ -188,8 +238,8 @@ alert_outbox = Table(
 backfill_days = Table(
     "backfill_days",
     metadata,
-    Column("source", String(ID_LENGTH), primary_key=True),
-    Column("experiment_id", String(ID_LENGTH), primary_key=True),
+    Column("source", SafeString(ID_LENGTH), primary_key=True),
+    Column("experiment_id", SafeString(ID_LENGTH), primary_key=True),
     Column("day", Date, primary_key=True),
     Column("snapshots", Integer, nullable=False),
     Column("completed_at", UTCDateTime(), nullable=False),

@@ -175,3 +175,38 @@ async def test_an_event_with_an_id_too_long_is_refused_and_the_log_keeps_working
         await store.record_events([event])
     [stored] = await store.record_events([event.model_copy(update={"variation_id": "v1"})])
     assert stored.id is not None and [e.id for e in await store.events_after(0)] == [stored.id]
+
+
+async def test_a_nul_character_is_stored_alike_on_every_database(store: Store) -> None:
+    """PostgreSQL refuses NUL in text and in JSONB, where SQLite keeps it: a NUL in a name,
+    a status, a metric name or an event's details is stored as U+FFFD on both, read back so,
+    and polling the same payload again writes nothing new."""
+    nul_name, nul_status = "Check\x00out", "run\x00ning"
+    polled = experiment(name=nul_name, status=nul_status, phase=nul_status)
+    current = snapshot().model_copy(
+        update={
+            "metrics": (snapshot().metrics[0].model_copy(update={"metric_name": "Conver\x00sion"}),)
+        }
+    )
+    calls = Calls()
+    assert (await store.record_poll(polled, current, detect=calls)).is_new_snapshot
+    [event] = await store.record_events(
+        [
+            Event(
+                kind=EventKind.SOURCE_ERROR,
+                source="gb",
+                experiment_id="exp_long",
+                after="bad\x00payload",
+                details={"error": "x\x00y", "nested": ["\x00"]},
+                occurred_at=WHEN,
+            )
+        ]
+    )
+    stored, latest = await store.current("exp_long")
+    assert stored.name == "Check\ufffdout" and stored.status == "run\ufffdning"
+    assert latest is not None
+    assert latest.snapshot.metrics[0].metric_name == "Conver\ufffdsion"
+    [read] = await store.events_after(event.id - 1 if event.id else 0)
+    assert read.after == "bad\ufffdpayload"
+    assert read.details["error"] == "x\ufffdy" and read.details["nested"] == ["\ufffd"]
+    assert not (await store.record_poll(polled, current, detect=calls)).is_new_snapshot
