@@ -8,7 +8,6 @@ longer reaches either: the records clip the text that is only shown (`records.Na
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,8 +84,9 @@ class SafeString(TypeDecorator[str]):
 
 
 class SafeJson(TypeDecorator[Any]):
-    """JSON (JSONB on PostgreSQL) stored without NUL in any string. The check is one
-    C-speed serialization; only a value that holds the escape is walked."""
+    """JSON (JSONB on PostgreSQL) stored without NUL in any string. The JSON type serializes
+    the value for the driver on both dialects; the serialized text is checked for the escape
+    (a C-speed scan), and only a value that holds it is walked and serialized again."""
 
     impl = JSON
     cache_ok = True
@@ -94,14 +94,18 @@ class SafeJson(TypeDecorator[Any]):
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
+    def bind_processor(self, dialect: Dialect) -> Any:
+        serialize = super().bind_processor(dialect)
+        if serialize is None:  # a driver that takes Python values: none of ours
             return None
-        try:
-            suspect = "\\u0000" in json.dumps(value)
-        except (TypeError, ValueError):
-            return value  # not plain JSON data: the JSON type reports it
-        return without_nul(value) if suspect else value
+
+        def process(value: Any) -> Any:
+            text = serialize(value)
+            if isinstance(text, str) and "\\u0000" in text:
+                return serialize(without_nul(value))
+            return text
+
+        return process
 
 
 Key = BigInteger().with_variant(Integer(), "sqlite")
