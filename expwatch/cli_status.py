@@ -50,23 +50,20 @@ def status(config_path: Path | None, as_json: bool) -> None:
 async def collect(store: Store, settings: Settings, *, now: datetime) -> dict[str, Any]:
     """The status as plain data (what --json prints)."""
     experiments = []
-    recorded = await store.experiments()
-    checked_at = {  # when each was last asked for results (with or without any yet)
-        (source, experiment_id): state.last_checked_at
-        for source in sorted({e.source for e in recorded})
-        for experiment_id, state in (await store.watch_states(source)).items()
-    }
-    for experiment in recorded:
-        latest = await store.latest_snapshot(experiment.experiment_id)
-        checked = checked_at.get((experiment.source, experiment.experiment_id))
+    for summary in await store.experiment_summaries():  # three queries, however many
+        experiment, checked = summary.experiment, summary.last_checked_at
+        latest_at = summary.latest_fetched_at
+        if latest_at is None and summary.snapshots:  # backfilled only: its newest of those
+            latest = await store.latest_snapshot(experiment.experiment_id)
+            latest_at = latest.fetched_at if latest else None
         experiments.append(
             {
                 "source": experiment.source,
                 "experiment_id": experiment.experiment_id,
                 "name": experiment.name,
                 "status": experiment.status,
-                "snapshots": await store.snapshot_count(experiment.experiment_id),
-                "latest_snapshot_at": latest.fetched_at if latest else None,
+                "snapshots": summary.snapshots,
+                "latest_snapshot_at": latest_at,
                 "last_checked_at": checked,
                 "last_checked_seconds_ago": _seconds(now, checked),
             }
