@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,7 +27,7 @@ def _bounds(table: Table) -> dict[str, int]:
     return {
         column.name: column.type.length
         for column in table.columns
-        if isinstance(column.type, String | schema.SafeString) and column.type.length is not None
+        if isinstance(column.type, schema.SafeString) and column.type.length is not None
     }
 
 
