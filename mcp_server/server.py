@@ -27,7 +27,7 @@ from mcp.types import ToolAnnotations
 from pydantic import AfterValidator, Field
 
 from charts import to_png
-from store import Store, StoreError, utc_now
+from store import ID_LENGTH, Store, StoreError, utc_now
 
 from .cache import ResponseCache
 from .control import RefreshOutcome, WatcherControl
@@ -56,9 +56,6 @@ happened", watcher_status whether the data is fresh."""
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
-MAX_ID_LENGTH = 200
-"""The longest experiment id the store keeps."""
-
 
 def _usable_id(experiment_id: str) -> str:
     if experiment_id != experiment_id.strip() or any(
@@ -76,7 +73,7 @@ ExperimentId = Annotated[
     Field(
         description='The platform\'s experiment id (e.g. GrowthBook "exp_…").',
         min_length=1,
-        max_length=MAX_ID_LENGTH,
+        max_length=ID_LENGTH,  # the longest id the store keeps
     ),
     AfterValidator(_usable_id),
 ]
